@@ -1,0 +1,123 @@
+//! Default values of optional config keys, one function each (serde needs functions).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub fn listen() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))
+}
+pub fn admin_listen() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 9090))
+}
+pub fn admin_token_env() -> String {
+    "TURNOUT_ADMIN_TOKEN".into()
+}
+pub fn state_path() -> PathBuf {
+    "turnout-state.json".into()
+}
+pub fn max_body_bytes() -> usize {
+    32 * 1024 * 1024
+}
+pub fn yes() -> bool {
+    true
+}
+pub fn health_path() -> String {
+    "/models".into()
+}
+pub fn health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+pub fn health_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+pub fn unhealthy_threshold() -> u32 {
+    3
+}
+pub fn healthy_threshold() -> u32 {
+    2
+}
+pub fn connect() -> Duration {
+    Duration::from_secs(5)
+}
+pub fn headers() -> Duration {
+    Duration::from_secs(300)
+}
+pub fn first_token() -> Duration {
+    Duration::from_secs(30)
+}
+pub fn idle() -> Duration {
+    Duration::from_secs(60)
+}
+pub fn total() -> Duration {
+    Duration::from_secs(600)
+}
+pub fn rollback_window() -> Duration {
+    Duration::from_secs(60)
+}
+pub fn rollback_min_requests() -> u32 {
+    20
+}
+pub fn rollback_error_rate() -> f64 {
+    0.2
+}
+pub fn max_attempts() -> u32 {
+    3
+}
+pub fn budget_ratio() -> f64 {
+    0.1
+}
+pub fn budget_min_per_second() -> u32 {
+    2
+}
+pub fn backoff_base() -> Duration {
+    Duration::from_millis(50)
+}
+pub fn backoff_max() -> Duration {
+    Duration::from_secs(2)
+}
+pub fn retry_after_max() -> Duration {
+    Duration::from_secs(60)
+}
+pub fn consecutive_failures() -> u32 {
+    5
+}
+pub fn base_ejection() -> Duration {
+    Duration::from_secs(30)
+}
+pub fn max_ejection() -> Duration {
+    Duration::from_secs(300)
+}
+pub fn outlier_error_rate() -> f64 {
+    0.5
+}
+pub fn outlier_window() -> Duration {
+    Duration::from_secs(30)
+}
+pub fn outlier_min_requests() -> u32 {
+    20
+}
+pub fn alert_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+pub fn alert_queue() -> usize {
+    256
+}
+pub fn log_level() -> String {
+    "info".into()
+}
+pub fn ws_max_message() -> usize {
+    1024 * 1024
+}
+pub fn ws_max_in_flight() -> usize {
+    8
+}
+pub fn ws_max_turns() -> usize {
+    50
+}
+pub fn ws_max_conversation_bytes() -> usize {
+    256 * 1024
+}
+pub fn ws_ping() -> Duration {
+    Duration::from_secs(25)
+}

@@ -1,0 +1,3 @@
+//! Turnout: an OpenAI-compatible failover router for LLM APIs.
+pub mod config;
+pub mod metrics;

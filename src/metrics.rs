@@ -1,0 +1,172 @@
+//! Prometheus metrics, registered into a registry that is passed in (no global).
+//!
+//! Every label value comes from a bounded set: config names (route, upstream,
+//! client key, priced model names), fixed words, or status codes. Never a user
+//! id, a key or free text; a model name not named in the config is `other`.
+
+use prometheus::{
+    exponential_buckets, CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts,
+    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Buckets for LLM latencies: 5 ms to ~10 minutes.
+fn latency_buckets() -> Vec<f64> {
+    // 0.005 × 2^n for n in 0..18 → 0.005 … 655 s.
+    exponential_buckets(0.005, 2.0, 18).unwrap_or_default()
+}
+
+/// All metric families of the process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Client requests by route, upstream (`none` when none was tried), status code, transport.
+    pub requests: IntCounterVec,
+    /// Whole request time as the client sees it.
+    pub request_duration: HistogramVec,
+    /// Time to first token (first SSE event; whole body when not streaming).
+    pub ttft: HistogramVec,
+    /// A request moved on from `from` to `to` because of `reason`.
+    pub failovers: IntCounterVec,
+    /// 1 when the upstream is usable for routing, else 0.
+    pub upstream_healthy: IntGaugeVec,
+    /// Health state as a one-hot gauge: healthy, unhealthy, ejected.
+    pub upstream_state: IntGaugeVec,
+    /// Effective split share per route, in percent.
+    pub split_percentage: GaugeVec,
+    /// Split rollbacks by trigger (`manual`, `auto`).
+    pub rollbacks: IntCounterVec,
+    /// Tokens by upstream, model and type (`prompt`, `completion`).
+    pub tokens: IntCounterVec,
+    /// USD spent, at the serving upstream's prices.
+    pub cost_usd: CounterVec,
+    /// The same tokens priced at the route primary's prices: what it would have cost.
+    pub baseline_cost_usd: CounterVec,
+    /// Upstream attempts by outcome (`ok`, `status_5xx`, `status_429`, `timeout`, ...).
+    pub attempts: IntCounterVec,
+    /// Active probe latency.
+    pub probe_duration: HistogramVec,
+    /// Probes by result (`ok`, `fail`).
+    pub probes: IntCounterVec,
+    /// Streams open right now, by transport.
+    pub active_streams: IntGaugeVec,
+    /// Retries (second and later attempts) by route.
+    pub retries: IntCounterVec,
+    /// Retries refused because the retry budget was spent, by route.
+    pub budget_exhausted: IntCounterVec,
+    /// Health state changes by upstream and new state.
+    pub health_transitions: IntCounterVec,
+    /// Passive ejections by upstream.
+    pub ejections: IntCounterVec,
+    /// Alerts by result (`sent`, `failed`, `dropped`).
+    pub alerts: IntCounterVec,
+    /// Requests refused by a client key's own rate limit.
+    pub rate_limited: IntCounterVec,
+    /// Streams that ended with an error event after the first byte.
+    pub stream_errors: IntCounterVec,
+    /// Open WebSocket connections.
+    pub ws_connections: IntGauge,
+    /// Process start, unix seconds.
+    pub start_time: Gauge,
+    /// Always 1; carries the version.
+    pub build_info: IntGaugeVec,
+}
+
+macro_rules! reg {
+    ($registry:expr, $metric:expr) => {{
+        let m = $metric?;
+        $registry.register(Box::new(m.clone()))?;
+        m
+    }};
+}
+
+impl Metrics {
+    /// Creates every family and registers it into `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let hist = |name: &str, help: &str| {
+            HistogramOpts::new(name, help).buckets(latency_buckets())
+        };
+        Ok(Self {
+            registry: registry.clone(),
+            requests: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_requests_total", "Client requests by route, upstream and HTTP status code."),
+                &["route", "upstream", "code", "transport"])),
+            request_duration: reg!(registry, HistogramVec::new(
+                hist("turnout_request_duration_seconds", "Request duration as seen by the client."),
+                &["route", "upstream", "transport"])),
+            ttft: reg!(registry, HistogramVec::new(
+                hist("turnout_time_to_first_token_seconds", "Time to the first token (first SSE event, or the whole body when not streaming)."),
+                &["route", "upstream", "transport"])),
+            failovers: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_failovers_total", "Requests moved on from one upstream to the next."),
+                &["route", "from", "to", "reason"])),
+            upstream_healthy: reg!(registry, IntGaugeVec::new(
+                Opts::new("turnout_upstream_healthy", "1 when the upstream is usable for routing."),
+                &["upstream"])),
+            upstream_state: reg!(registry, IntGaugeVec::new(
+                Opts::new("turnout_upstream_state", "Health state of the upstream (one-hot)."),
+                &["upstream", "state"])),
+            split_percentage: reg!(registry, GaugeVec::new(
+                Opts::new("turnout_split_percentage", "Effective share of users sent to the split target, in percent."),
+                &["route"])),
+            rollbacks: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_rollbacks_total", "Split rollbacks by trigger (manual, auto)."),
+                &["route", "trigger"])),
+            tokens: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_tokens_total", "Tokens by upstream, model and type (prompt, completion)."),
+                &["upstream", "model", "type"])),
+            cost_usd: reg!(registry, CounterVec::new(
+                Opts::new("turnout_cost_usd_total", "USD spent at the serving upstream's prices."),
+                &["route", "upstream", "model"])),
+            baseline_cost_usd: reg!(registry, CounterVec::new(
+                Opts::new("turnout_baseline_cost_usd_total", "The same tokens priced at the route primary's prices."),
+                &["route", "upstream", "model"])),
+            attempts: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_upstream_attempts_total", "Upstream attempts by outcome."),
+                &["upstream", "outcome"])),
+            probe_duration: reg!(registry, HistogramVec::new(
+                hist("turnout_probe_duration_seconds", "Active health probe latency."),
+                &["upstream"])),
+            probes: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_probes_total", "Active health probes by result (ok, fail)."),
+                &["upstream", "result"])),
+            active_streams: reg!(registry, IntGaugeVec::new(
+                Opts::new("turnout_active_streams", "Streams open right now."),
+                &["transport"])),
+            retries: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_retries_total", "Second and later upstream attempts."),
+                &["route"])),
+            budget_exhausted: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_retry_budget_exhausted_total", "Retries refused because the retry budget was spent."),
+                &["route"])),
+            health_transitions: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_health_transitions_total", "Upstream health state changes by new state."),
+                &["upstream", "state"])),
+            ejections: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_ejections_total", "Upstreams ejected after failing live traffic."),
+                &["upstream"])),
+            alerts: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_alerts_total", "Webhook alerts by result (sent, failed, dropped)."),
+                &["result"])),
+            rate_limited: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_rate_limited_total", "Requests refused by a client key's rate limit."),
+                &["key"])),
+            stream_errors: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_stream_errors_total", "Streams ended with an error event after the first byte."),
+                &["route", "upstream", "reason"])),
+            ws_connections: reg!(registry, IntGauge::new(
+                "turnout_websocket_connections", "Open WebSocket connections.")),
+            start_time: reg!(registry, Gauge::new(
+                "turnout_start_time_seconds", "Process start time, unix seconds.")),
+            build_info: reg!(registry, IntGaugeVec::new(
+                Opts::new("turnout_build_info", "Always 1; labelled with the version."),
+                &["version"])),
+        })
+    }
+
+    /// Prometheus text exposition of the whole registry.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
