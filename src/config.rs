@@ -69,6 +69,9 @@ pub struct Config {
     /// WebSocket chat limits.
     #[serde(default)]
     pub websocket: WebSocketConfig,
+    /// Browser origins allowed by CORS on the public listener. Default none (CORS off).
+    #[serde(default)]
+    pub cors_allow_origins: Vec<String>,
 }
 
 /// Admin API listener (§3.4).
@@ -618,7 +621,9 @@ impl Config {
                 )));
             }
             if u.health.interval.is_zero() || u.health.timeout.is_zero() {
-                return Err(err(format!("{at}.health: interval and timeout must be positive")));
+                return Err(err(format!(
+                    "{at}.health: interval and timeout must be positive"
+                )));
             }
             if u.health.unhealthy_threshold == 0 || u.health.healthy_threshold == 0 {
                 return Err(err(format!("{at}.health: thresholds must be at least 1")));
@@ -633,7 +638,8 @@ impl Config {
                 }
             }
             for (model, p) in &u.pricing {
-                if p.input < 0.0 || p.output < 0.0 || !p.input.is_finite() || !p.output.is_finite() {
+                if p.input < 0.0 || p.output < 0.0 || !p.input.is_finite() || !p.output.is_finite()
+                {
                     return Err(err(format!(
                         "{at}.pricing.{model}: expected non-negative USD per 1M tokens"
                     )));

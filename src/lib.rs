@@ -1,3 +1,24 @@
 //! Turnout: an OpenAI-compatible failover router for LLM APIs.
+pub mod accounting;
+pub mod admin;
+pub mod alerts;
+pub mod app;
+pub mod auth;
+pub mod budget;
 pub mod config;
+pub mod control;
+pub mod error;
+pub mod failover;
+pub mod health;
+pub mod limit;
 pub mod metrics;
+pub mod mock;
+pub mod models;
+pub mod openai;
+pub mod overrides;
+pub mod proxy;
+pub mod rollback;
+pub mod routing;
+pub mod split;
+pub mod stream;
+pub mod upstream;

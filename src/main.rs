@@ -1,1 +1,191 @@
-fn main() {}
+//! The `turnout` command line: parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use turnout::config::{resolve_env, Config, LogFormat, Secrets};
+
+/// OpenAI-compatible failover router for LLM APIs.
+#[derive(Parser)]
+#[command(name = "turnout", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (also `TURNOUT_CONFIG`).
+    #[arg(
+        long,
+        global = true,
+        env = "TURNOUT_CONFIG",
+        default_value = "config.yaml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Serve,
+    /// Validate a config file and print a summary.
+    Check {
+        /// Unset env vars are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run a simulated OpenAI-compatible provider.
+    Mock(turnout::mock::cli::MockArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Check { strict } => check(&cli.config, strict),
+        Command::Serve => runtime(serve(cli.config)),
+        Command::Mock(args) => runtime(async move {
+            init_logs(LogFormat::Text, "info");
+            match turnout::mock::cli::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("turnout mock: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+fn runtime(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("turnout: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path, strict: bool) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut unset = 0;
+    for (key, var) in cfg.env_vars() {
+        if resolve_env(&var).is_none() {
+            unset += 1;
+            let level = if strict { "error" } else { "warning" };
+            let why = if key == "admin.token_env" {
+                " (the admin API will answer 403)"
+            } else {
+                ""
+            };
+            eprintln!("{level}: {key}: env var {var} is not set{why}");
+        }
+    }
+    if strict && unset > 0 {
+        return ExitCode::FAILURE;
+    }
+    let splits = cfg.routes.iter().filter(|r| r.split.is_some()).count();
+    println!(
+        "{}: ok — listen {}, admin {}, {} upstream(s), {} route(s), {} split(s), auth {}",
+        path.display(),
+        cfg.listen,
+        cfg.admin.listen,
+        cfg.upstreams.len(),
+        cfg.routes.len(),
+        splits,
+        if cfg.auth.as_ref().is_some_and(|a| a.disabled) {
+            "disabled (loopback only)"
+        } else {
+            "on"
+        },
+    );
+    ExitCode::SUCCESS
+}
+
+fn init_logs(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn serve(path: PathBuf) -> ExitCode {
+    let cfg = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logs(cfg.log.format, &cfg.log.level);
+    let secrets = match Secrets::resolve(&cfg, &resolve_env) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if secrets.admin_token.is_none() {
+        tracing::warn!(var = %cfg.admin.token_env, "admin token env var unset: the admin API answers 403 (metrics stay up)");
+    }
+    let bind = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let (public, admin) = match (bind(cfg.listen).await, bind(cfg.admin.listen).await) {
+        (Ok(p), Ok(a)) => (p, a),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match turnout::app::start(cfg, secrets, public, admin).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "turnout listening on http://{} (admin on http://{})",
+        running.addr, running.admin_addr
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -5,8 +5,8 @@
 //! id, a key or free text; a model name not named in the config is `other`.
 
 use prometheus::{
-    exponential_buckets, CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts,
-    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for LLM latencies: 5 ms to ~10 minutes.
@@ -82,9 +82,8 @@ macro_rules! reg {
 impl Metrics {
     /// Creates every family and registers it into `registry`.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let hist = |name: &str, help: &str| {
-            HistogramOpts::new(name, help).buckets(latency_buckets())
-        };
+        let hist =
+            |name: &str, help: &str| HistogramOpts::new(name, help).buckets(latency_buckets());
         Ok(Self {
             registry: registry.clone(),
             requests: reg!(registry, IntCounterVec::new(

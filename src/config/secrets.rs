@@ -53,9 +53,11 @@ impl Secrets {
         let mut upstream_keys = Vec::new();
         for (i, u) in cfg.upstreams.iter().enumerate() {
             let key = match &u.api_key_env {
-                Some(var) => Some(Secret(env(var).ok_or_else(|| {
-                    missing(format!("upstreams[{i}].api_key_env"), var)
-                })?)),
+                Some(var) => {
+                    Some(Secret(env(var).ok_or_else(|| {
+                        missing(format!("upstreams[{i}].api_key_env"), var)
+                    })?))
+                }
                 None => None,
             };
             upstream_keys.push(key);

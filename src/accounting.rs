@@ -1,0 +1,223 @@
+//! The one place where a finished request becomes metrics, token and cost
+//! counters, per-key usage (`/v1/account`) and its log line — for HTTP and
+//! WebSocket alike.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::openai::Usage;
+use crate::upstream::Upstream;
+
+/// Usage of one client key since the process started.
+#[derive(Debug, Default)]
+pub struct KeyUsage {
+    requests: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    cost_nano_usd: AtomicU64,
+}
+
+/// A snapshot of [`KeyUsage`].
+#[derive(Debug, Serialize)]
+pub struct KeyUsageView {
+    /// Requests answered.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// USD at the serving upstreams' prices.
+    pub cost_usd: f64,
+}
+
+impl KeyUsage {
+    /// Current values.
+    pub fn view(&self) -> KeyUsageView {
+        KeyUsageView {
+            requests: self.requests.load(Ordering::Relaxed),
+            prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
+            completion_tokens: self.completion_tokens.load(Ordering::Relaxed),
+            cost_usd: self.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+/// Everything known about a request once it is over.
+pub struct Finished<'a> {
+    /// Request id (also in `x-request-id`).
+    pub request_id: &'a str,
+    /// Route name, or `none` when no route matched.
+    pub route: &'a str,
+    /// Serving (or last tried) upstream.
+    pub upstream: Option<&'a Upstream>,
+    /// The route's primary (prices the savings baseline).
+    pub primary: Option<&'a Upstream>,
+    /// Client model name.
+    pub model: &'a str,
+    /// HTTP status given to the client.
+    pub status: u16,
+    /// Upstream attempts made.
+    pub attempts: u32,
+    /// `http` or `ws`.
+    pub transport: &'static str,
+    /// Whole duration.
+    pub duration: Duration,
+    /// Time to first token, when an answer started.
+    pub ttft: Option<Duration>,
+    /// Tokens reported by the upstream.
+    pub usage: Option<Usage>,
+    /// Client key index.
+    pub client_key: Option<usize>,
+    /// Stream ended with an error after the first byte.
+    pub stream_error: Option<&'static str>,
+}
+
+/// Shared by every request.
+pub struct Accounting {
+    metrics: Metrics,
+    known_models: HashSet<String>,
+    keys: Vec<KeyUsage>,
+}
+
+impl Accounting {
+    /// Known model names (bounded label set) come from the config.
+    pub fn new(cfg: &Config, metrics: Metrics) -> Self {
+        let mut known = HashSet::new();
+        for r in &cfg.routes {
+            known.extend(r.models.iter().filter(|m| !m.contains(['*', '?'])).cloned());
+        }
+        for u in &cfg.upstreams {
+            known.extend(u.model_map.keys().cloned());
+            known.extend(u.model_map.values().cloned());
+            known.extend(u.pricing.keys().filter(|k| *k != "*").cloned());
+        }
+        let n = cfg.auth.as_ref().map_or(0, |a| a.keys.len());
+        Self {
+            metrics,
+            known_models: known,
+            keys: (0..n).map(|_| KeyUsage::default()).collect(),
+        }
+    }
+
+    /// The metric label for a model name: itself when the config names it, else `other`.
+    pub fn model_label<'a>(&self, model: &'a str) -> &'a str {
+        if self.known_models.contains(model) {
+            model
+        } else {
+            "other"
+        }
+    }
+
+    /// Usage of a client key.
+    pub fn key_usage(&self, key: usize) -> Option<&KeyUsage> {
+        self.keys.get(key)
+    }
+
+    /// Records metrics, cost, per-key usage and the log line.
+    pub fn record(&self, f: &Finished<'_>) {
+        let m = &self.metrics;
+        let up = f.upstream.map_or("none", |u| &*u.name);
+        let code = status_label(f.status);
+        m.requests
+            .with_label_values(&[f.route, up, code, f.transport])
+            .inc();
+        m.request_duration
+            .with_label_values(&[f.route, up, f.transport])
+            .observe(f.duration.as_secs_f64());
+        if let Some(t) = f.ttft {
+            m.ttft
+                .with_label_values(&[f.route, up, f.transport])
+                .observe(t.as_secs_f64());
+        }
+        if let Some(reason) = f.stream_error {
+            m.stream_errors
+                .with_label_values(&[f.route, up, reason])
+                .inc();
+        }
+        let mut cost = 0.0;
+        if let (Some(u), Some(usage), Some(serving)) = (f.usage, f.usage.as_ref(), f.upstream) {
+            let sent = serving.map_model(f.model);
+            let label = self.model_label(sent);
+            m.tokens
+                .with_label_values(&[up, label, "prompt"])
+                .inc_by(usage.prompt_tokens);
+            m.tokens
+                .with_label_values(&[up, label, "completion"])
+                .inc_by(usage.completion_tokens);
+            if let Some(p) = serving.price(sent) {
+                cost = price(u, p.input, p.output);
+                m.cost_usd
+                    .with_label_values(&[f.route, up, label])
+                    .inc_by(cost);
+            }
+            if let Some(primary) = f.primary {
+                if let Some(p) = primary.price(primary.map_model(f.model)) {
+                    m.baseline_cost_usd
+                        .with_label_values(&[f.route, up, label])
+                        .inc_by(price(u, p.input, p.output));
+                }
+            }
+        }
+        if let Some(k) = f.client_key.and_then(|k| self.keys.get(k)) {
+            k.requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(u) = f.usage {
+                k.prompt_tokens
+                    .fetch_add(u.prompt_tokens, Ordering::Relaxed);
+                k.completion_tokens
+                    .fetch_add(u.completion_tokens, Ordering::Relaxed);
+                k.cost_nano_usd
+                    .fetch_add((cost * 1e9) as u64, Ordering::Relaxed);
+            }
+        }
+        let (pt, ct) = f
+            .usage
+            .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+        tracing::info!(
+            request_id = f.request_id,
+            route = f.route,
+            upstream = up,
+            attempts = f.attempts,
+            status = f.status,
+            latency_ms = f.duration.as_millis() as u64,
+            prompt_tokens = pt,
+            completion_tokens = ct,
+            transport = f.transport,
+            stream_error = f.stream_error.unwrap_or(""),
+            "request"
+        );
+    }
+}
+
+fn price(u: Usage, input: f64, output: f64) -> f64 {
+    (u.prompt_tokens as f64 * input + u.completion_tokens as f64 * output) / 1_000_000.0
+}
+
+/// Status code as a static label (no allocation for common codes).
+pub fn status_label(code: u16) -> &'static str {
+    match code {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        408 => "408",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        429 => "429",
+        499 => "499",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        c if c < 300 => "2xx",
+        c if c < 400 => "3xx",
+        c if c < 500 => "4xx",
+        _ => "5xx",
+    }
+}

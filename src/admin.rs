@@ -1,0 +1,197 @@
+//! The admin listener: `/metrics`, `/admin/status`, split changes and rollbacks.
+//!
+//! Bearer token from the env var named by `admin.token_env`, compared in
+//! constant time. Variable unset: the admin API answers 403 (metrics stay up).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::control::Trigger;
+use crate::error::ApiError;
+use crate::routing::{RoutingTable, SplitView};
+
+/// The admin router.
+pub fn router(app: Arc<AppState>) -> Router {
+    let admin = Router::new()
+        .route("/admin/status", get(status))
+        .route("/admin/routes/{route}/split", put(set_split))
+        .route("/admin/routes/{route}/rollback", post(rollback))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_token,
+        ));
+    let metrics = Router::new().route("/metrics", get(metrics)).route_layer(
+        axum::middleware::from_fn_with_state(app.clone(), metrics_token),
+    );
+    admin
+        .merge(metrics)
+        .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(app)
+}
+
+fn token_ok(app: &AppState, req: &Request) -> Result<(), ApiError> {
+    let Some(expected) = &app.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "admin_disabled",
+            "The admin API is disabled: its token env var is not set.",
+        ));
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let a: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    if bool::from(a.ct_eq(expected)) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_admin_token",
+            "Missing or wrong admin token. Send `Authorization: Bearer <token>`.",
+        ))
+    }
+}
+
+async fn require_token(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match token_ok(&app, &req) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics_token(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if !app.cfg.admin.metrics_require_token {
+        return next.run(req).await;
+    }
+    match token_ok(&app, &req) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let mut rsp = app.metrics.render().into_response();
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    rsp
+}
+
+/// `/admin/status` body.
+pub fn status_json(t: &RoutingTable) -> Value {
+    let upstreams: Vec<Value> = t
+        .upstreams
+        .iter()
+        .map(|u| {
+            json!({
+                "name": &*u.name,
+                "state": u.state.as_str(),
+                "probe_latency_ms": u.probe_latency_ms.map(|v| (v * 100.0).round() / 100.0),
+                "error_rate": (u.error_rate * 10_000.0).round() / 10_000.0,
+                "ejected_until": u.ejected_until.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                "models": u.models.len(),
+            })
+        })
+        .collect();
+    let routes: Vec<Value> = t
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": &*r.name,
+                "primary": &*t.upstreams[r.primary].name,
+                "fallbacks": r.fallbacks.iter().map(|&f| &*t.upstreams[f].name).collect::<Vec<_>>(),
+                "split": r.split.map(|s| split_json(t, &s)),
+            })
+        })
+        .collect();
+    json!({ "upstreams": upstreams, "routes": routes })
+}
+
+fn split_json(t: &RoutingTable, s: &SplitView) -> Value {
+    json!({
+        "target": &*t.upstreams[s.target].name,
+        "percentage": s.percentage,
+        "configured_percentage": s.configured_percentage,
+    })
+}
+
+async fn status(State(app): State<Arc<AppState>>) -> Response {
+    axum::Json(status_json(&app.failover.table.load())).into_response()
+}
+
+fn route_with_split(app: &AppState, route: &str) -> Result<(usize, f64), ApiError> {
+    let t = app.failover.table.load();
+    let idx = t.route_index(route).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "route_not_found",
+            format!("No route named {route:?}."),
+        )
+    })?;
+    let split = t.routes[idx].split.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Route {route:?} has no split configured (add `split:` to it in the config)."
+        ))
+    })?;
+    Ok((idx, split.percentage))
+}
+
+async fn change(app: &AppState, route: &str, pct: f64, trigger: Trigger) -> Response {
+    let (idx, before) = match route_with_split(app, route) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    match app.control.set_split(idx, pct, trigger).await {
+        Some(view) => {
+            let t = app.failover.table.load();
+            let mut v = split_json(&t, &view);
+            v["route"] = json!(route);
+            v["previous_percentage"] = json!(before);
+            axum::Json(v).into_response()
+        }
+        None => ApiError::internal("The control task is not running.").into_response(),
+    }
+}
+
+async fn set_split(
+    State(app): State<Arc<AppState>>,
+    Path(route): Path<String>,
+    body: Bytes,
+) -> Response {
+    let pct = match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => v.get("percentage").and_then(Value::as_f64),
+        Err(_) => {
+            return ApiError::bad_request("Body must be JSON like {\"percentage\": 30}.")
+                .into_response()
+        }
+    };
+    match pct {
+        Some(p) if (0.0..=100.0).contains(&p) => change(&app, &route, p, Trigger::Set).await,
+        _ => ApiError::bad_request("`percentage` must be a JSON number from 0 to 100.")
+            .into_response(),
+    }
+}
+
+async fn rollback(State(app): State<Arc<AppState>>, Path(route): Path<String>) -> Response {
+    change(&app, &route, 0.0, Trigger::Manual).await
+}

@@ -1,0 +1,359 @@
+//! Builds the process: upstream clients, the control task, probes, alerts,
+//! and the two listeners with their tower stacks.
+//!
+//! Public stack, outermost first:
+//! 1. trace (a span per request, at debug level)
+//! 2. request id (`x-request-id`: kept from the client or generated; echoed back)
+//! 3. CORS (only for `cors_allow_origins`)
+//! 4. `x-turnout-attempts` on every proxy-path response, errors included
+//! 5. auth (client key → `ClientIdentity`; 401 otherwise)
+//! 6. rate limit (per key `rpm`; 429 + `Retry-After`)
+//! 7. handler: body limit (413) → parse (400) → route (404) → split → failover → upstream
+//!
+//! Request timeouts are per upstream (connect, headers, first token, idle,
+//! total), because a single proxy-wide timeout cannot tell a slow stream from
+//! a stuck one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use crate::accounting::Accounting;
+use crate::alerts::Alerts;
+use crate::auth::{ClientIdentity, ClientKeys};
+use crate::config::{Config, Secrets};
+use crate::control::{Control, ControlHandle};
+use crate::error::ApiError;
+use crate::failover::Failover;
+use crate::limit::Limits;
+use crate::metrics::Metrics;
+use crate::mock::{MockServer, MockSettings};
+use crate::upstream::Upstream;
+
+/// Everything a request handler needs, shared.
+pub struct AppState {
+    /// The config as loaded.
+    pub cfg: Arc<Config>,
+    /// Chain walker (holds the routing table handle and the upstream clients).
+    pub failover: Failover,
+    /// Metrics, cost and per-key usage.
+    pub accounting: Accounting,
+    /// Client keys.
+    pub keys: ClientKeys,
+    /// Per-key limits.
+    pub limits: Limits,
+    /// Metric families.
+    pub metrics: Metrics,
+    /// Control task.
+    pub control: ControlHandle,
+    /// SHA-256 of the admin token; `None` = admin API disabled.
+    pub admin_token: Option<[u8; 32]>,
+    /// `max_body_bytes`.
+    pub max_body_bytes: usize,
+}
+
+/// A running Turnout: its addresses and the means to stop it.
+pub struct Running {
+    /// Public listener address.
+    pub addr: SocketAddr,
+    /// Admin listener address.
+    pub admin_addr: SocketAddr,
+    /// Shared state (tests read metrics and the table through it).
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    _mocks: Vec<MockServer>,
+}
+
+impl Running {
+    /// Stops the listeners and background tasks; open requests finish first.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for s in self.servers {
+            let _ = s.await;
+        }
+    }
+
+    /// Resolves when a shutdown was asked for (Ctrl-C handling lives in main).
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts simulated upstreams, then everything else, on the given listeners.
+pub async fn start(
+    cfg: Config,
+    secrets: Secrets,
+    public: TcpListener,
+    admin: TcpListener,
+) -> Result<Running, String> {
+    let cfg = Arc::new(cfg);
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
+    metrics
+        .build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    metrics.start_time.set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
+    let (mocks, upstreams) = build_upstreams(&cfg, &secrets).await?;
+    let alerts = Alerts::start(&cfg.alerts, metrics.clone());
+    let (control, handle, table) = Control::new(cfg.clone(), metrics.clone(), alerts);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    tokio::spawn(control.run(shutdown_rx.clone()));
+    crate::health::prober::spawn_all(
+        upstreams.clone(),
+        cfg.upstreams.iter().map(|u| u.health.clone()).collect(),
+        handle.clone(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    );
+    let state = Arc::new(AppState {
+        failover: Failover::new(
+            table,
+            upstreams,
+            cfg.failover.clone(),
+            handle.clone(),
+            metrics.clone(),
+        ),
+        accounting: Accounting::new(&cfg, metrics.clone()),
+        keys: ClientKeys::new(&cfg, &secrets),
+        limits: Limits::new(&cfg),
+        metrics,
+        control: handle,
+        admin_token: secrets
+            .admin_token
+            .as_ref()
+            .map(|t| Sha256::digest(t.0.as_bytes()).into()),
+        max_body_bytes: cfg.max_body_bytes,
+        cfg: cfg.clone(),
+    });
+    let addr = public.local_addr().map_err(|e| e.to_string())?;
+    let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+    let servers = vec![
+        spawn_server(public, public_router(state.clone()), shutdown_rx.clone()),
+        spawn_server(admin, crate::admin::router(state.clone()), shutdown_rx),
+    ];
+    tracing::info!(%addr, %admin_addr, upstreams = cfg.upstreams.len(), routes = cfg.routes.len(), "turnout serving");
+    Ok(Running {
+        addr,
+        admin_addr,
+        state,
+        shutdown,
+        servers,
+        _mocks: mocks,
+    })
+}
+
+async fn build_upstreams(
+    cfg: &Config,
+    secrets: &Secrets,
+) -> Result<(Vec<MockServer>, Arc<[Upstream]>), String> {
+    let mut mocks = Vec::new();
+    let mut ups = Vec::new();
+    for (i, u) in cfg.upstreams.iter().enumerate() {
+        let base = match (&u.base_url, &u.simulate) {
+            (Some(b), _) => b.clone(),
+            (None, Some(sim)) => {
+                let settings = simulated(u.name.as_str(), sim);
+                let m = MockServer::start(settings)
+                    .await
+                    .map_err(|e| format!("upstreams[{i}].simulate: {e}"))?;
+                let b = m.base_url();
+                tracing::info!(upstream = %u.name, base_url = %b, "simulated upstream started");
+                mocks.push(m);
+                b
+            }
+            (None, None) => return Err(format!("upstreams[{i}].base_url: missing")),
+        };
+        let key = secrets.upstream_keys.get(i).and_then(Option::as_ref);
+        ups.push(Upstream::new(u, &base, key)?);
+    }
+    Ok((mocks, ups.into()))
+}
+
+fn simulated(name: &str, s: &crate::config::SimulateConfig) -> MockSettings {
+    let mut m = MockSettings {
+        name: name.to_owned(),
+        ..MockSettings::default()
+    };
+    if let Some(v) = s.latency {
+        m.latency = v;
+    }
+    if let Some(v) = s.ttft {
+        m.ttft = v;
+    }
+    if let Some(v) = s.chunks {
+        m.chunks = v;
+    }
+    if let Some(v) = s.chunk_delay {
+        m.chunk_delay = v;
+    }
+    if let Some(v) = s.fail_rate {
+        m.fail_rate = v;
+    }
+    if let Some(v) = &s.models {
+        m.models = v.clone();
+    }
+    m
+}
+
+fn spawn_server(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        let signal = async move {
+            let _ = shutdown.wait_for(|v| *v).await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(signal)
+            .await
+        {
+            tracing::error!("server error: {e}");
+        }
+    })
+}
+
+/// Request ids: 16 random hex digits.
+#[derive(Clone, Copy)]
+struct RandomId;
+
+impl MakeRequestId for RandomId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&format!("{:016x}", fastrand::u64(..)))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// The public router with its tower stack (see the module doc for the order).
+pub fn public_router(state: Arc<AppState>) -> Router {
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let proxied = Router::new()
+        .route("/v1/models", get(crate::models::list))
+        .route("/v1/account", get(crate::models::account))
+        .route("/v1/{*rest}", post(crate::proxy::handle))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .layer(axum::middleware::map_response(ensure_attempts_header));
+    let mut router = Router::new()
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/ready", get(ready))
+        .merge(proxied)
+        .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(state.clone());
+    if !state.cfg.cors_allow_origins.is_empty() {
+        let origins: Vec<HeaderValue> = state
+            .cfg
+            .cors_allow_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers(tower_http::cors::Any)
+                .expose_headers([
+                    HeaderName::from_static("x-turnout-upstream"),
+                    HeaderName::from_static("x-turnout-attempts"),
+                ]),
+        );
+    }
+    router
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, RandomId))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn ensure_attempts_header(mut rsp: Response) -> Response {
+    if !rsp.headers().contains_key(&crate::proxy::ATTEMPTS_HEADER) {
+        rsp.headers_mut().insert(
+            crate::proxy::ATTEMPTS_HEADER.clone(),
+            HeaderValue::from_static("0"),
+        );
+    }
+    rsp
+}
+
+async fn ready(State(app): State<Arc<AppState>>) -> Response {
+    if app.failover.table.load().any_usable() {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        let mut r = axum::Json(
+            serde_json::json!({"status": "unavailable", "reason": "no upstream is usable"}),
+        )
+        .into_response();
+        *r.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        r
+    }
+}
+
+async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    if app.keys.disabled() {
+        return next.run(req).await;
+    }
+    match app.keys.authenticate(req.headers()) {
+        Some(id) => {
+            req.extensions_mut().insert(id);
+            next.run(req).await
+        }
+        None => {
+            app.metrics
+                .requests
+                .with_label_values(&["none", "none", "401", "http"])
+                .inc();
+            ApiError::invalid_api_key().into_response()
+        }
+    }
+}
+
+async fn rate_limit(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(id) = req.extensions().get::<ClientIdentity>() {
+        if let Err(wait) = app.limits.check(id.index) {
+            app.metrics
+                .rate_limited
+                .with_label_values(&[&id.name])
+                .inc();
+            app.metrics
+                .requests
+                .with_label_values(&["none", "none", "429", "http"])
+                .inc();
+            return ApiError::rate_limited(wait.as_secs_f64().ceil() as u64).into_response();
+        }
+    }
+    next.run(req).await
+}

@@ -1,0 +1,118 @@
+//! Active probes: a cheap `GET {base_url}{health.path}` (never a billed
+//! completion) per upstream, every `interval`, each under its own timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::control::{ControlHandle, Event};
+use crate::metrics::Metrics;
+use crate::upstream::Upstream;
+
+/// Largest `/models` body read for the model list.
+const MAX_MODELS_BODY: usize = 4 * 1024 * 1024;
+
+#[derive(Deserialize)]
+struct ModelList {
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
+    id: String,
+}
+
+/// Starts one probe loop per upstream with probes enabled.
+pub fn spawn_all(
+    upstreams: Arc<[Upstream]>,
+    cfgs: Vec<crate::config::HealthConfig>,
+    control: ControlHandle,
+    metrics: Metrics,
+    shutdown: watch::Receiver<bool>,
+) {
+    for (i, cfg) in cfgs.into_iter().enumerate() {
+        if !cfg.enabled {
+            continue;
+        }
+        let (ups, control, metrics, mut shutdown) = (
+            upstreams.clone(),
+            control.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(cfg.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tick.tick() => {}
+                }
+                let (ok, latency, models) = probe(&ups[i], &cfg.path, cfg.timeout).await;
+                let name = &*ups[i].name;
+                metrics
+                    .probe_duration
+                    .with_label_values(&[name])
+                    .observe(latency.as_secs_f64());
+                metrics
+                    .probes
+                    .with_label_values(&[name, if ok { "ok" } else { "fail" }])
+                    .inc();
+                control
+                    .send(Event::Probe {
+                        upstream: i,
+                        ok,
+                        latency,
+                        models,
+                    })
+                    .await;
+            }
+        });
+    }
+}
+
+/// One probe: ok on a 2xx within the timeout; reads the model list when the path is `/models`.
+pub async fn probe(
+    up: &Upstream,
+    path: &str,
+    timeout: Duration,
+) -> (bool, Duration, Option<Vec<String>>) {
+    let start = Instant::now();
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    let fut = async {
+        let rsp = up.get(&path).send().await.ok()?;
+        if !rsp.status().is_success() {
+            return Some((false, None));
+        }
+        if path.trim_end_matches('/') != "/models" {
+            return Some((true, None));
+        }
+        let body = read_limited(rsp, MAX_MODELS_BODY).await;
+        let models = body
+            .and_then(|b| serde_json::from_slice::<ModelList>(&b).ok())
+            .map(|l| l.data.into_iter().map(|m| m.id).take(10_000).collect());
+        Some((true, models))
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Some((ok, models))) => (ok, start.elapsed(), models),
+        _ => (false, start.elapsed(), None),
+    }
+}
+
+async fn read_limited(mut rsp: reqwest::Response, limit: usize) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = rsp.chunk().await.ok()? {
+        if buf.len() + chunk.len() > limit {
+            return None;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Some(buf)
+}

@@ -1,0 +1,309 @@
+//! SSE pass-through: the first-event commit, a cheap scan for `usage` and
+//! `[DONE]`, and the error event that ends a stream whose upstream failed.
+//!
+//! Chunks are forwarded as they arrive, unchanged. The scanner only looks at
+//! event boundaries and parses the rare event that mentions `"usage"`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
+
+use crate::openai::Usage;
+
+/// Longest partial event kept between chunks; an event beyond it is not scanned.
+const MAX_CARRY: usize = 256 * 1024;
+
+/// Finds `needle` in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    let first = needle[0];
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        match hay[i..=hay.len() - needle.len()]
+            .iter()
+            .position(|&b| b == first)
+        {
+            Some(p) => {
+                let at = i + p;
+                if &hay[at..at + needle.len()] == needle {
+                    return Some(at);
+                }
+                i = at + 1;
+            }
+            None => return None,
+        }
+    }
+    None
+}
+
+/// End of the first complete event (index just past its blank line).
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let lf = find(buf, b"\n\n").map(|i| i + 2);
+    let crlf = find(buf, b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Watches an SSE byte stream for `data: [DONE]` and the last `usage`.
+#[derive(Debug, Default)]
+pub struct SseScanner {
+    carry: BytesMut,
+    overflow: bool,
+    /// `data: [DONE]` seen.
+    pub done: bool,
+    /// At least one `data:` event seen.
+    pub saw_data: bool,
+    /// Last non-null usage seen.
+    pub usage: Option<Usage>,
+}
+
+impl SseScanner {
+    /// Feeds one chunk.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        if !self.carry.is_empty() || self.overflow {
+            // Complete the pending event first.
+            let joined_len = self.carry.len();
+            self.carry.extend_from_slice(rest);
+            match event_end(&self.carry) {
+                Some(end) => {
+                    let ev = self.carry.split_to(end).freeze();
+                    if !self.overflow {
+                        self.event(&ev);
+                    }
+                    self.overflow = false;
+                    let consumed = end.saturating_sub(joined_len);
+                    rest = &rest[consumed.min(rest.len())..];
+                    self.carry.clear();
+                }
+                None => {
+                    if self.carry.len() > MAX_CARRY {
+                        self.carry.clear();
+                        self.overflow = true;
+                    }
+                    return;
+                }
+            }
+        }
+        while let Some(end) = event_end(rest) {
+            self.event(&rest[..end]);
+            rest = &rest[end..];
+        }
+        if !rest.is_empty() {
+            self.carry.extend_from_slice(rest);
+        }
+    }
+
+    fn event(&mut self, ev: &[u8]) {
+        for line in ev.split(|&b| b == b'\n') {
+            let Some(data) = line.strip_prefix(b"data:") else {
+                continue;
+            };
+            let data = data.trim_ascii();
+            self.saw_data = true;
+            if data == b"[DONE]" {
+                self.done = true;
+            } else if find(data, b"\"usage\"").is_some() {
+                if let Ok(Some(u)) = crate::openai::response_usage(data) {
+                    self.usage = Some(u);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a prefetch buffer holds a complete `data:` event (the commit point).
+pub fn has_first_event(buf: &[u8]) -> bool {
+    let mut rest = buf;
+    while let Some(end) = event_end(rest) {
+        if rest[..end]
+            .split(|&b| b == b'\n')
+            .any(|l| l.starts_with(b"data:"))
+        {
+            return true;
+        }
+        rest = &rest[end..];
+    }
+    false
+}
+
+/// How a relayed stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// `[DONE]` then EOF.
+    Completed,
+    /// The client went away first.
+    ClientGone,
+    /// The upstream failed after the first byte (reason word for metrics).
+    UpstreamFailed(&'static str),
+}
+
+/// Called once when the stream ends, with what the scanner saw.
+pub type OnEnd = Box<dyn FnOnce(StreamEnd, Option<Usage>) + Send>;
+
+/// The body sent to the client: prefetched bytes, then the upstream's chunks,
+/// under an idle timeout, ending in an error event if the upstream fails.
+pub struct SseRelay {
+    first: Option<Bytes>,
+    rest: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    scanner: SseScanner,
+    upstream: std::sync::Arc<str>,
+    on_end: Option<OnEnd>,
+    finished: bool,
+}
+
+impl SseRelay {
+    /// Wraps an upstream stream whose first bytes were already read.
+    pub fn new(
+        first: Bytes,
+        rest: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+        idle: Duration,
+        upstream: std::sync::Arc<str>,
+        on_end: OnEnd,
+    ) -> Self {
+        let mut scanner = SseScanner::default();
+        scanner.feed(&first);
+        Self {
+            first: Some(first),
+            rest,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            scanner,
+            upstream,
+            on_end: Some(on_end),
+            finished: false,
+        }
+    }
+
+    fn end(&mut self, how: StreamEnd) {
+        self.finished = true;
+        if let Some(f) = self.on_end.take() {
+            f(how, self.scanner.usage);
+        }
+    }
+
+    fn error_event(&mut self, reason: &'static str, detail: &str) -> Bytes {
+        self.end(StreamEnd::UpstreamFailed(reason));
+        let body = crate::error::error_body(
+            &format!("upstream {} failed mid-stream: {detail}", self.upstream),
+            "upstream_error",
+            "stream_interrupted",
+        );
+        let mut out = BytesMut::with_capacity(body.len() + 10);
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&body);
+        out.extend_from_slice(b"\n\n");
+        out.freeze()
+    }
+}
+
+impl Stream for SseRelay {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        match this.rest.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.scanner.feed(&chunk);
+                let deadline = Instant::now() + this.idle;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let detail = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "connection error"
+                };
+                Poll::Ready(Some(Ok(this.error_event("reset", detail))))
+            }
+            Poll::Ready(None) => {
+                if this.scanner.done {
+                    this.end(StreamEnd::Completed);
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Ok(
+                        this.error_event("eof_without_done", "stream ended without [DONE]")
+                    )))
+                }
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Ok(
+                    this.error_event("idle_timeout", "no data within the idle timeout")
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl Drop for SseRelay {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.end(StreamEnd::ClientGone);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanner_finds_usage_and_done_across_chunk_splits() {
+        let full = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n";
+        for split in 1..full.len() {
+            let mut s = SseScanner::default();
+            s.feed(&full[..split]);
+            s.feed(&full[split..]);
+            assert!(s.done, "split at {split}");
+            assert_eq!(
+                s.usage,
+                Some(Usage {
+                    prompt_tokens: 5,
+                    completion_tokens: 7
+                }),
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn null_usage_is_ignored_and_crlf_works() {
+        let mut s = SseScanner::default();
+        s.feed(b"data: {\"usage\":null}\r\n\r\ndata: [DONE]\r\n\r\n");
+        assert!(s.done);
+        assert_eq!(s.usage, None);
+    }
+
+    #[test]
+    fn first_event_detection() {
+        assert!(!has_first_event(b": keep-alive\n\n"));
+        assert!(!has_first_event(b"data: {\"a\":1}"));
+        assert!(has_first_event(b": ping\n\ndata: {\"a\":1}\n\n"));
+    }
+
+    #[test]
+    fn find_works() {
+        assert_eq!(find(b"abcabd", b"abd"), Some(3));
+        assert_eq!(find(b"ab", b"abc"), None);
+    }
+}

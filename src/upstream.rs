@@ -1,0 +1,191 @@
+//! The HTTP client of each upstream: URL building, header allowlist, key injection, timeouts.
+//!
+//! The client's own credentials (`authorization`, `x-api-key`, `api-key`,
+//! cookies) and hop-by-hop headers never reach an upstream: only the headers on
+//! the allowlist are copied, and the upstream's own key is added.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Once};
+
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{PriceConfig, Secret, TimeoutsConfig, UpstreamConfig};
+
+/// One configured provider, ready to be called.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Config name.
+    pub name: Arc<str>,
+    /// `base_url` without a trailing slash.
+    pub base_url: String,
+    /// Pooled keep-alive client with this upstream's connect timeout.
+    pub client: reqwest::Client,
+    auth: Option<HeaderValue>,
+    /// Client model name → this upstream's name.
+    pub model_map: HashMap<String, String>,
+    /// Timeouts of calls to it.
+    pub timeouts: TimeoutsConfig,
+    /// USD per 1M tokens by model (`*` = default).
+    pub pricing: HashMap<String, PriceConfig>,
+}
+
+static CRYPTO: Once = Once::new();
+
+/// Installs rustls' `ring` provider once (reqwest is built without a provider of its own).
+pub fn install_crypto() {
+    CRYPTO.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl Upstream {
+    /// Builds the client. `base_url` is resolved (a simulated upstream's address is known only at start).
+    pub fn new(cfg: &UpstreamConfig, base_url: &str, key: Option<&Secret>) -> Result<Self, String> {
+        install_crypto();
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.timeouts.connect)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            // Turnout is the only layer that retries, and it ignores proxy env vars
+            // (a server's HTTP(S)_PROXY is usually meant for other tools): see README.
+            .retry(reqwest::retry::never())
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("upstream {}: cannot build HTTP client: {e}", cfg.name))?;
+        let auth = match key {
+            Some(k) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", k.0)).map_err(|_| {
+                    format!(
+                        "upstream {}: the key in {} is not a valid header value",
+                        cfg.name,
+                        cfg.api_key_env.as_deref().unwrap_or("?")
+                    )
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(Self {
+            name: cfg.name.as_str().into(),
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            client,
+            auth,
+            model_map: cfg.model_map.clone().into_iter().collect(),
+            timeouts: cfg.timeouts.clone(),
+            pricing: cfg.pricing.clone().into_iter().collect(),
+        })
+    }
+
+    /// `{base_url}{suffix}`, where `suffix` is the client's path after `/v1` (with its query).
+    pub fn url(&self, suffix: &str) -> String {
+        let mut u = String::with_capacity(self.base_url.len() + suffix.len());
+        u.push_str(&self.base_url);
+        u.push_str(suffix);
+        u
+    }
+
+    /// A POST with the allowlisted client headers, this upstream's key and the body.
+    pub fn post(
+        &self,
+        suffix: &str,
+        headers: &HeaderMap,
+        body: bytes::Bytes,
+    ) -> reqwest::RequestBuilder {
+        let mut h = headers.clone();
+        if let Some(a) = &self.auth {
+            h.insert(header::AUTHORIZATION, a.clone());
+        }
+        self.client.post(self.url(suffix)).headers(h).body(body)
+    }
+
+    /// A GET (health probe, model list) with this upstream's key.
+    pub fn get(&self, suffix: &str) -> reqwest::RequestBuilder {
+        let mut rb = self.client.get(self.url(suffix));
+        if let Some(a) = &self.auth {
+            rb = rb.header(header::AUTHORIZATION, a.clone());
+        }
+        rb
+    }
+
+    /// The model name this upstream knows for a client's model name.
+    pub fn map_model<'a>(&'a self, model: &'a str) -> &'a str {
+        self.model_map.get(model).map_or(model, String::as_str)
+    }
+
+    /// Price of a model here (exact name, else `*`).
+    pub fn price(&self, model: &str) -> Option<PriceConfig> {
+        self.pricing
+            .get(model)
+            .or_else(|| self.pricing.get("*"))
+            .copied()
+    }
+}
+
+/// Client headers that may reach an upstream. Everything else is dropped:
+/// credentials, cookies, hop-by-hop headers, `host`, `content-length` (recomputed).
+fn forwardable(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(n, "content-type" | "accept" | "user-agent" | "x-request-id")
+        || n.starts_with("openai-")
+        || n.starts_with("x-stainless-")
+        || n.starts_with("anthropic-")
+        || n.starts_with("x-mock-")
+}
+
+/// The allowlisted subset of the client's headers.
+pub fn forward_headers(client: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(8);
+    for (k, v) in client {
+        if forwardable(k) {
+            out.append(k.clone(), v.clone());
+        }
+    }
+    if !out.contains_key(header::CONTENT_TYPE) {
+        out.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    out
+}
+
+/// Upstream response headers a client may see (content type and provider timing, never cookies).
+pub fn client_visible(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(
+        n,
+        "content-type" | "cache-control" | "openai-processing-ms" | "openai-version"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_forwarded() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer client"),
+            ("x-api-key", "k"),
+            ("api-key", "k"),
+            ("cookie", "c"),
+            ("proxy-authorization", "p"),
+            ("connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("host", "x"),
+            ("content-type", "application/json"),
+            ("openai-beta", "assistants=v2"),
+            ("x-stainless-lang", "python"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = forward_headers(&h);
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(out.contains_key("openai-beta") && out.contains_key("x-stainless-lang"));
+    }
+}
