@@ -1,3 +1,4 @@
 //! Turnout: an OpenAI-compatible failover router for LLM APIs.
 pub mod config;
 pub mod metrics;
+pub mod mock;
