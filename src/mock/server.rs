@@ -5,7 +5,8 @@
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -27,11 +28,28 @@ static MOCK_NAME: HeaderName = HeaderName::from_static("x-mock-name");
 struct Owner {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    listener: Slot,
+}
+
+/// The listening socket, shared with the accept loop so that `kill()` can
+/// close it synchronously: connects right after `kill()` are refused.
+type Slot = Arc<Mutex<Option<TcpListener>>>;
+
+impl Owner {
+    fn kill(&self) {
+        drop(
+            self.listener
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        self.shared.shutdown.cancel();
+    }
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.shared.shutdown.cancel();
+        self.kill();
     }
 }
 
@@ -57,8 +75,17 @@ impl MockServer {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(settings));
         let router = super::routes::router(Arc::clone(&shared));
-        tokio::spawn(accept_loop(listener, router, Arc::clone(&shared)));
-        let owner = Arc::new(Owner { shared, addr });
+        let listener = Arc::new(Mutex::new(Some(listener)));
+        tokio::spawn(accept_loop(
+            Arc::clone(&listener),
+            router,
+            Arc::clone(&shared),
+        ));
+        let owner = Arc::new(Owner {
+            shared,
+            addr,
+            listener,
+        });
         Ok(Self {
             handle: MockHandle { owner },
         })
@@ -137,18 +164,29 @@ impl MockHandle {
     /// Simulates a crash: stops accepting (later connects are refused) and
     /// drops every open connection, mid-response or not. Irreversible.
     pub fn kill(&self) {
-        self.owner.shared.shutdown.cancel();
+        self.owner.kill();
     }
 }
 
 /// Accepts until killed; each connection is raced against the kill switch.
-async fn accept_loop(listener: TcpListener, router: Router, shared: Arc<Shared>) {
+async fn accept_loop(listener: Slot, router: Router, shared: Arc<Shared>) {
     let token = shared.shutdown.clone();
+    let accept = || {
+        std::future::poll_fn(|cx| {
+            let slot = listener.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.as_ref() {
+                Some(l) => l.poll_accept(cx).map(Some),
+                None => Poll::Ready(None),
+            }
+        })
+    };
     loop {
         let accepted = tokio::select! {
+            biased;
             () = token.cancelled() => break,
-            a = listener.accept() => a,
+            a = accept() => a,
         };
+        let Some(accepted) = accepted else { break };
         let Ok((stream, _)) = accepted else {
             // Out of file descriptors and the like: back off, keep serving.
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -163,12 +201,12 @@ async fn accept_loop(listener: TcpListener, router: Router, shared: Arc<Shared>)
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::select! {
-                _ = conn => {}
+                biased;
                 () = token.cancelled() => {}
+                _ = conn => {}
             }
         });
     }
-    // `listener` drops here: new connections are refused.
 }
 
 /// Counts the request, routes it and tags the response with the instance name.
