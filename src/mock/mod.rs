@@ -10,6 +10,7 @@
 mod body;
 pub mod cli;
 mod fault;
+mod prelude;
 mod routes;
 mod server;
 mod state;
