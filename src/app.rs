@@ -341,7 +341,11 @@ async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: 
     }
 }
 
+/// Only model calls (POST) count against `rpm`; `/v1/models` and `/v1/account` are free.
 async fn rate_limit(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
     if let Some(id) = req.extensions().get::<ClientIdentity>() {
         if let Err(wait) = app.limits.check(id.index) {
             app.metrics
