@@ -12,7 +12,8 @@
 #  3. starts Turnout on loopback with a temporary config: built-in simulated upstreams, a
 #     primary that fails 30% of the time (failovers), a split route whose target is slow and
 #     fails (automatic rollback), a split route rolled back through the admin API (manual
-#     rollback), a route whose only upstream always fails (client 5xx), pricing (cost metrics);
+#     rollback), a route whose only upstream always fails (client 5xx), a small retry budget
+#     (refused retries), pricing (cost metrics);
 #  4. starts Prometheus on 127.0.0.1 (free port, temp storage, scrape and rule evaluation
 #     every 1s) scraping Turnout's admin listener and loading dashboards/alerts.yml;
 #  5. drives ~25s of traffic with curl: streaming (with usage) and not, many x-user-id values,
@@ -136,7 +137,8 @@ admin:
   token_env: TURNOUT_ADMIN_TOKEN
 state_path: "$tmp/turnout-state.json"
 auth: { disabled: true }
-failover: { max_attempts: 3, budget_ratio: 1.0, budget_min_per_second: 100, backoff_base: 5ms, backoff_max: 20ms }
+# A small retry budget: some retries are refused (turnout_retry_budget_exhausted_total).
+failover: { max_attempts: 3, budget_ratio: 0.1, budget_min_per_second: 1, backoff_base: 5ms, backoff_max: 20ms }
 outlier: { consecutive_failures: 10, window: 10s, min_requests: 20 }
 upstreams:
   - name: sim-primary          # fails 30%: failovers to sim-fallback
