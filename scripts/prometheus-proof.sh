@@ -30,15 +30,16 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
 mode=real
-bin="${TURNOUT_BIN:-target/release/turnout}"
+bin="${TURNOUT_BIN:-$root/target/release/turnout}"
 case "${1:-}" in
   --self-test | --fake) mode=fake ;;
-  -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
   "") ;;
   *) bin="$1" ;;
 esac
+case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac # relative to the caller's directory
+cd "$root"
 traffic_seconds="${PROOF_TRAFFIC_SECONDS:-25}"
 
 say() { printf '\n== %s\n' "$*"; }
