@@ -1,0 +1,372 @@
+//! One socket: the reader loop (frames, the table of running requests, the
+//! conversation) and the writer task (bounded outbound channel, pings).
+//!
+//! Conversation frames (`message`, `clear`) are applied in order: while a
+//! `message` is being answered, later ones wait in a queue (they count as in
+//! flight), so every turn is asked with the answers before it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use bytes::Bytes;
+use futures_util::stream::SplitStream;
+use futures_util::StreamExt;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+use tokio::task::{Id, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::conversation::Conversation;
+use super::protocol::{self, error_obj, BadFrame, Frame};
+use super::request::{self, Ended, Job};
+use super::writer;
+use super::Conn;
+
+/// Messages waiting for the writer. Small: its job is smoothing, not storage.
+const OUTBOUND: usize = 64;
+
+/// A request the connection knows about.
+enum Slot {
+    /// Its task runs; cancelling the token stops it.
+    Running(CancellationToken),
+    /// A `message` waiting for the conversation.
+    Queued,
+}
+
+/// A conversation operation waiting for the running `message` to end.
+enum ConvOp {
+    Message {
+        id: Value,
+        key: String,
+        content: Value,
+        model: String,
+    },
+    Clear,
+}
+
+/// Serves the socket until either side closes it.
+pub(crate) async fn run(socket: WebSocket, conn: Conn) {
+    let conn = Arc::new(conn);
+    let _gauge = Gauge::new(&conn);
+    let (sink, stream) = socket.split();
+    let (out, out_rx) = mpsc::channel(OUTBOUND);
+    let missed = Arc::new(AtomicU32::new(0));
+    let closed = CancellationToken::new();
+    let ping = conn.app.cfg.websocket.ping_interval;
+    let writer = tokio::spawn(writer::run(
+        sink,
+        out_rx,
+        ping,
+        missed.clone(),
+        closed.clone(),
+    ));
+    let ws = &conn.app.cfg.websocket;
+    let mut reader = Reader {
+        conv: Conversation::new(ws.max_turns, ws.max_conversation_bytes),
+        max_in_flight: ws.max_in_flight.max(1),
+        conn: conn.clone(),
+        out,
+        tasks: JoinSet::new(),
+        task_keys: HashMap::new(),
+        slots: HashMap::new(),
+        queue: VecDeque::new(),
+        conv_busy: None,
+    };
+    let close = reader.read(stream, &closed, &missed).await;
+    for slot in reader.slots.values() {
+        if let Slot::Running(token) = slot {
+            token.cancel();
+        }
+    }
+    if let Some(frame) = close {
+        let _ = reader.out.send(Message::Close(Some(frame))).await;
+    }
+    let Reader { mut tasks, out, .. } = reader;
+    drop(out);
+    // Cancelled tasks end at once; let them record their accounting.
+    while tasks.join_next().await.is_some() {}
+    let _ = writer.await;
+}
+
+struct Reader {
+    conn: Arc<Conn>,
+    out: mpsc::Sender<Message>,
+    tasks: JoinSet<Ended>,
+    task_keys: HashMap<Id, String>,
+    slots: HashMap<String, Slot>,
+    queue: VecDeque<ConvOp>,
+    /// Key of the running `message`, if any.
+    conv_busy: Option<String>,
+    conv: Conversation,
+    max_in_flight: usize,
+}
+
+impl Reader {
+    /// Reads frames until the socket ends; `Some` is the close frame to send.
+    async fn read(
+        &mut self,
+        mut stream: SplitStream<WebSocket>,
+        closed: &CancellationToken,
+        missed: &AtomicU32,
+    ) -> Option<CloseFrame> {
+        loop {
+            tokio::select! {
+                () = closed.cancelled() => return None,
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    let (id, answer) = match joined {
+                        Ok((id, ended)) => (id, ended.answer),
+                        Err(e) => (e.id(), None),
+                    };
+                    self.ended(id, answer).await;
+                }
+                frame = stream.next() => {
+                    let msg = match frame {
+                        None => return None,
+                        Some(Err(e)) => return writer::close_for(&e),
+                        Some(Ok(m)) => m,
+                    };
+                    missed.store(0, Ordering::Relaxed);
+                    match msg {
+                        Message::Text(t) => self.on_text(t.as_str()).await,
+                        Message::Binary(_) => {
+                            let msg = "Binary frames are not supported; send JSON text frames.";
+                            let b = BadFrame { id: None, message: msg.into(), code: "unsupported_frame", param: None };
+                            self.bad(b).await;
+                        }
+                        Message::Close(_) => return None,
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        match protocol::parse(text) {
+            Err(b) => self.bad(b).await,
+            Ok(Frame::Chat { id, body }) => self.chat(id, body).await,
+            Ok(Frame::Message { id, content, model }) => self.message(id, content, model).await,
+            Ok(Frame::Clear) => {
+                if self.conv_busy.is_some() {
+                    // Bounded: at most one clear waits behind each queued message.
+                    if !matches!(self.queue.back(), Some(ConvOp::Clear)) {
+                        self.queue.push_back(ConvOp::Clear);
+                    }
+                } else {
+                    self.conv.clear();
+                }
+            }
+            Ok(Frame::Cancel { id }) => self.cancel(&id).await,
+        }
+    }
+
+    /// Answers a frame that cannot be served; counted like an HTTP 400.
+    async fn bad(&self, b: BadFrame) {
+        let id = b.id.unwrap_or_else(protocol::new_id);
+        let err = error_obj(&b.message, "invalid_request_error", b.code, b.param);
+        self.reject(&id, &err, 400).await;
+    }
+
+    async fn reject(&self, id: &Value, error: &Value, status: u16) {
+        let code = crate::accounting::status_label(status);
+        let m = &self.conn.app.metrics;
+        m.requests
+            .with_label_values(&["none", "none", code, "ws"])
+            .inc();
+        self.send(protocol::error(id, error)).await;
+    }
+
+    async fn send(&self, msg: String) {
+        let _ = self.out.send(Message::Text(msg.into())).await;
+    }
+
+    /// Id, key, and whether another request may start; `None` after an error reply.
+    async fn admit(&self, id: Option<Value>) -> Option<(Value, String)> {
+        let id = id.unwrap_or_else(protocol::new_id);
+        let key = id.to_string();
+        let refusal = if self.slots.contains_key(&key) {
+            let msg = "A request with this `id` is still running.";
+            Some((
+                error_obj(msg, "invalid_request_error", "duplicate_id", Some("id")),
+                400,
+            ))
+        } else if self.slots.len() >= self.max_in_flight {
+            let msg = format!(
+                "Too many requests in flight on this socket (limit {}); wait for a `done`.",
+                self.max_in_flight
+            );
+            Some((
+                error_obj(&msg, "rate_limit_error", "too_many_in_flight", None),
+                429,
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            Some((err, status)) => {
+                self.reject(&id, &err, status).await;
+                None
+            }
+            None => Some((id, key)),
+        }
+    }
+
+    async fn chat(&mut self, id: Option<Value>, mut body: Map<String, Value>) {
+        let Some((id, key)) = self.admit(id).await else {
+            return;
+        };
+        if !body.contains_key("model") {
+            match &self.conn.default_model {
+                Some(m) => {
+                    body.insert("model".into(), Value::String(m.clone()));
+                }
+                None => return self.no_model(id).await,
+            }
+        }
+        self.start(id, key, body, false).await;
+    }
+
+    async fn message(&mut self, id: Option<Value>, content: Value, model: Option<String>) {
+        let Some((id, key)) = self.admit(id).await else {
+            return;
+        };
+        let Some(model) = model.or_else(|| self.conn.default_model.clone()) else {
+            return self.no_model(id).await;
+        };
+        if self.conv_busy.is_some() {
+            self.slots.insert(key.clone(), Slot::Queued);
+            self.queue.push_back(ConvOp::Message {
+                id,
+                key,
+                content,
+                model,
+            });
+        } else {
+            self.ask(id, key, content, model).await;
+        }
+    }
+
+    async fn no_model(&self, id: Value) {
+        let msg = "No `model`: name one in the frame or connect with `?model=`.";
+        let err = error_obj(
+            msg,
+            "invalid_request_error",
+            "invalid_request",
+            Some("model"),
+        );
+        self.reject(&id, &err, 400).await;
+    }
+
+    /// Asks one conversation turn.
+    async fn ask(&mut self, id: Value, key: String, content: Value, model: String) {
+        self.conv.push_user(content);
+        let mut body = Map::new();
+        body.insert("model".into(), Value::String(model));
+        body.insert("messages".into(), self.conv.messages());
+        self.conv_busy = Some(key.clone());
+        self.start(id, key, body, true).await;
+    }
+
+    /// Forces streaming with usage, then spawns the request task.
+    async fn start(&mut self, id: Value, key: String, mut body: Map<String, Value>, collect: bool) {
+        body.insert("stream".into(), Value::Bool(true));
+        match body.get_mut("stream_options") {
+            Some(Value::Object(o)) => {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+            _ => {
+                body.insert("stream_options".into(), json!({"include_usage": true}));
+            }
+        }
+        let bytes = Bytes::from(Value::Object(body).to_string());
+        let facts = match crate::openai::peek(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                let err = error_obj(&e.message, e.kind, e.code, None);
+                if collect {
+                    self.conv.drop_unanswered();
+                    self.conv_busy = None;
+                }
+                return self.reject(&id, &err, 400).await;
+            }
+        };
+        let model = facts.model.clone().unwrap_or_default();
+        let job = Job {
+            id,
+            model,
+            body: bytes,
+            facts,
+            collect,
+        };
+        let token = CancellationToken::new();
+        let task = request::run(self.conn.clone(), self.out.clone(), job, token.clone());
+        let handle = self.tasks.spawn(task);
+        self.task_keys.insert(handle.id(), key.clone());
+        self.slots.insert(key, Slot::Running(token));
+    }
+
+    async fn cancel(&mut self, id: &Value) {
+        let key = id.to_string();
+        match self.slots.get(&key) {
+            Some(Slot::Running(token)) => token.cancel(),
+            Some(Slot::Queued) => {
+                self.slots.remove(&key);
+                self.queue
+                    .retain(|op| !matches!(op, ConvOp::Message { key: k, .. } if *k == key));
+                self.send(protocol::done(id, "cancelled", None)).await;
+            }
+            // Already finished (or never known): cancelling is idempotent.
+            None => {}
+        }
+    }
+
+    /// A task ended: forget it, extend the conversation, start what waited.
+    async fn ended(&mut self, task: Id, answer: Option<String>) {
+        let Some(key) = self.task_keys.remove(&task) else {
+            return;
+        };
+        self.slots.remove(&key);
+        if self.conv_busy.as_ref() != Some(&key) {
+            return;
+        }
+        self.conv_busy = None;
+        match answer {
+            Some(text) => self.conv.push_assistant(text),
+            None => self.conv.drop_unanswered(),
+        }
+        while let Some(op) = self.queue.pop_front() {
+            match op {
+                ConvOp::Clear => self.conv.clear(),
+                ConvOp::Message {
+                    id,
+                    key,
+                    content,
+                    model,
+                } => {
+                    self.ask(id, key, content, model).await;
+                    if self.conv_busy.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `turnout_websocket_connections` for as long as the socket lives.
+struct Gauge(crate::metrics::Metrics);
+
+impl Gauge {
+    fn new(conn: &Conn) -> Self {
+        conn.app.metrics.ws_connections.inc();
+        Self(conn.app.metrics.clone())
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.0.ws_connections.dec();
+    }
+}
