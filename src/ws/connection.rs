@@ -1,24 +1,20 @@
-//! One socket: the reader loop (frames, the table of running requests, the
+//! One socket: the reader loop (frames, the table of requests, the
 //! conversation) and the writer task (bounded outbound channel, pings).
-//!
-//! Conversation frames (`message`, `clear`) are applied in order: while a
-//! `message` is being answered, later ones wait in a queue (they count as in
-//! flight), so every turn is asked with the answers before it.
+//! Queued `message` frames (see `dialogue`) count as in flight.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use bytes::Bytes;
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::conversation::Conversation;
+use super::dialogue::{Dialogue, Turn};
 use super::protocol::{self, error_obj, BadFrame, Frame};
 use super::request::{self, Ended, Job};
 use super::writer;
@@ -33,17 +29,6 @@ enum Slot {
     Running(CancellationToken),
     /// A `message` waiting for the conversation.
     Queued,
-}
-
-/// A conversation operation waiting for the running `message` to end.
-enum ConvOp {
-    Message {
-        id: Value,
-        key: String,
-        content: Value,
-        model: String,
-    },
-    Clear,
 }
 
 /// Serves the socket until either side closes it.
@@ -64,15 +49,13 @@ pub(crate) async fn run(socket: WebSocket, conn: Conn) {
     ));
     let ws = &conn.app.cfg.websocket;
     let mut reader = Reader {
-        conv: Conversation::new(ws.max_turns, ws.max_conversation_bytes),
+        dialogue: Dialogue::new(ws.max_turns, ws.max_conversation_bytes),
         max_in_flight: ws.max_in_flight.max(1),
         conn: conn.clone(),
         out,
         tasks: JoinSet::new(),
         task_keys: HashMap::new(),
         slots: HashMap::new(),
-        queue: VecDeque::new(),
-        conv_busy: None,
     };
     let close = reader.read(stream, &closed, &missed).await;
     for slot in reader.slots.values() {
@@ -96,10 +79,7 @@ struct Reader {
     tasks: JoinSet<Ended>,
     task_keys: HashMap<Id, String>,
     slots: HashMap<String, Slot>,
-    queue: VecDeque<ConvOp>,
-    /// Key of the running `message`, if any.
-    conv_busy: Option<String>,
-    conv: Conversation,
+    dialogue: Dialogue,
     max_in_flight: usize,
 }
 
@@ -148,16 +128,7 @@ impl Reader {
             Err(b) => self.bad(b).await,
             Ok(Frame::Chat { id, body }) => self.chat(id, body).await,
             Ok(Frame::Message { id, content, model }) => self.message(id, content, model).await,
-            Ok(Frame::Clear) => {
-                if self.conv_busy.is_some() {
-                    // Bounded: at most one clear waits behind each queued message.
-                    if !matches!(self.queue.back(), Some(ConvOp::Clear)) {
-                        self.queue.push_back(ConvOp::Clear);
-                    }
-                } else {
-                    self.conv.clear();
-                }
-            }
+            Ok(Frame::Clear) => self.dialogue.clear(),
             Ok(Frame::Cancel { id }) => self.cancel(&id).await,
         }
     }
@@ -235,16 +206,17 @@ impl Reader {
         let Some(model) = model.or_else(|| self.conn.default_model.clone()) else {
             return self.no_model(id).await;
         };
-        if self.conv_busy.is_some() {
-            self.slots.insert(key.clone(), Slot::Queued);
-            self.queue.push_back(ConvOp::Message {
-                id,
-                key,
-                content,
-                model,
-            });
-        } else {
-            self.ask(id, key, content, model).await;
+        let turn = Turn {
+            id,
+            key: key.clone(),
+            content,
+            model,
+        };
+        match self.dialogue.offer(turn) {
+            Some(turn) => self.ask(turn).await,
+            None => {
+                self.slots.insert(key, Slot::Queued);
+            }
         }
     }
 
@@ -259,52 +231,41 @@ impl Reader {
         self.reject(&id, &err, 400).await;
     }
 
-    /// Asks one conversation turn.
-    async fn ask(&mut self, id: Value, key: String, content: Value, model: String) {
-        self.conv.push_user(content);
-        let mut body = Map::new();
-        body.insert("model".into(), Value::String(model));
-        body.insert("messages".into(), self.conv.messages());
-        self.conv_busy = Some(key.clone());
-        self.start(id, key, body, true).await;
-    }
-
-    /// Forces streaming with usage, then spawns the request task.
-    async fn start(&mut self, id: Value, key: String, mut body: Map<String, Value>, collect: bool) {
-        body.insert("stream".into(), Value::Bool(true));
-        match body.get_mut("stream_options") {
-            Some(Value::Object(o)) => {
-                o.insert("include_usage".into(), Value::Bool(true));
-            }
-            _ => {
-                body.insert("stream_options".into(), json!({"include_usage": true}));
+    /// Asks a conversation turn (and the next ones if it cannot start).
+    async fn ask(&mut self, turn: Turn) {
+        let mut next = Some(turn);
+        while let Some(turn) = next.take() {
+            let (id, key, body) = self.dialogue.begin(turn);
+            if !self.start(id, key.clone(), body, true).await {
+                next = self.dialogue.ended(&key, None);
             }
         }
-        let bytes = Bytes::from(Value::Object(body).to_string());
-        let facts = match crate::openai::peek(&bytes) {
-            Ok(f) => f,
-            Err(e) => {
+    }
+
+    /// Forces streaming with usage, then spawns the request task; false
+    /// when it could not start (and the client was told).
+    async fn start(
+        &mut self,
+        id: Value,
+        key: String,
+        body: Map<String, Value>,
+        collect: bool,
+    ) -> bool {
+        let job = match Job::new(id, body, collect) {
+            Ok(job) => job,
+            Err((id, e)) => {
                 let err = error_obj(&e.message, e.kind, e.code, None);
-                if collect {
-                    self.conv.drop_unanswered();
-                    self.conv_busy = None;
-                }
-                return self.reject(&id, &err, 400).await;
+                self.slots.remove(&key);
+                self.reject(&id, &err, 400).await;
+                return false;
             }
-        };
-        let model = facts.model.clone().unwrap_or_default();
-        let job = Job {
-            id,
-            model,
-            body: bytes,
-            facts,
-            collect,
         };
         let token = CancellationToken::new();
         let task = request::run(self.conn.clone(), self.out.clone(), job, token.clone());
         let handle = self.tasks.spawn(task);
         self.task_keys.insert(handle.id(), key.clone());
         self.slots.insert(key, Slot::Running(token));
+        true
     }
 
     async fn cancel(&mut self, id: &Value) {
@@ -313,8 +274,7 @@ impl Reader {
             Some(Slot::Running(token)) => token.cancel(),
             Some(Slot::Queued) => {
                 self.slots.remove(&key);
-                self.queue
-                    .retain(|op| !matches!(op, ConvOp::Message { key: k, .. } if *k == key));
+                self.dialogue.cancel_queued(&key);
                 self.send(protocol::done(id, "cancelled", None)).await;
             }
             // Already finished (or never known): cancelling is idempotent.
@@ -328,29 +288,8 @@ impl Reader {
             return;
         };
         self.slots.remove(&key);
-        if self.conv_busy.as_ref() != Some(&key) {
-            return;
-        }
-        self.conv_busy = None;
-        match answer {
-            Some(text) => self.conv.push_assistant(text),
-            None => self.conv.drop_unanswered(),
-        }
-        while let Some(op) = self.queue.pop_front() {
-            match op {
-                ConvOp::Clear => self.conv.clear(),
-                ConvOp::Message {
-                    id,
-                    key,
-                    content,
-                    model,
-                } => {
-                    self.ask(id, key, content, model).await;
-                    if self.conv_busy.is_some() {
-                        break;
-                    }
-                }
-            }
+        if let Some(turn) = self.dialogue.ended(&key, answer) {
+            self.ask(turn).await;
         }
     }
 }

@@ -17,11 +17,12 @@
 //! and `?token=` is a key).
 //!
 //! Files: `protocol` (frames in, messages out), `conversation` (bounded
-//! history), `events` (upstream SSE → pieces), `request` (one request task),
+//! history), `dialogue` (orders conversation frames), `events` (upstream SSE → pieces), `request` (one request task),
 //! `outcome` (its last message and its accounting).
 
 mod connection;
 mod conversation;
+mod dialogue;
 mod events;
 mod outcome;
 mod protocol;

@@ -11,7 +11,7 @@ use axum::extract::ws::Message;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,38 @@ pub(crate) struct Job {
     pub facts: RequestFacts,
     /// Keep the answer's text (conversation turns).
     pub collect: bool,
+}
+
+impl Job {
+    /// Forces `stream: true` and `stream_options.include_usage: true` (so
+    /// `done` can carry `usage`), then reads the routing facts.
+    pub fn new(
+        id: Value,
+        mut body: Map<String, Value>,
+        collect: bool,
+    ) -> Result<Self, (Value, ApiError)> {
+        body.insert("stream".into(), Value::Bool(true));
+        match body.get_mut("stream_options") {
+            Some(Value::Object(o)) => {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+            _ => {
+                body.insert("stream_options".into(), json!({"include_usage": true}));
+            }
+        }
+        let bytes = Bytes::from(Value::Object(body).to_string());
+        let facts = match crate::openai::peek(&bytes) {
+            Ok(f) => f,
+            Err(e) => return Err((id, e)),
+        };
+        Ok(Self {
+            id,
+            model: facts.model.clone().unwrap_or_default(),
+            body: bytes,
+            facts,
+            collect,
+        })
+    }
 }
 
 /// What the connection learns when a request task ends.

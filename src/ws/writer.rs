@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 /// Pings left unanswered before the peer is considered gone.
 const MAX_MISSED: u32 = 2;
 
+/// Longest wait for the closing handshake's last write.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 type Sink = SplitSink<WebSocket, Message>;
 
 /// Writes until the channel closes, a write fails, or the peer stops
@@ -36,11 +39,8 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             msg = rx.recv() => {
-                let Some(msg) = msg else {
-                    // The reader is done and every request task has ended.
-                    let _ = timeout(stuck, sink.close()).await;
-                    break;
-                };
+                // None: the reader is done and every request task has ended.
+                let Some(msg) = msg else { break };
                 match timeout(stuck, write_batch(&mut sink, &mut rx, msg)).await {
                     Ok(Ok(Flow::More)) => {}
                     _ => break,
@@ -49,7 +49,7 @@ pub(crate) async fn run(
             _ = tick.tick() => {
                 if missed.fetch_add(1, Ordering::Relaxed) >= MAX_MISSED {
                     let frame = CloseFrame { code: 1001, reason: "ping timeout".into() };
-                    let _ = timeout(ping, sink.send(Message::Close(Some(frame)))).await;
+                    let _ = timeout(ping, sink.feed(Message::Close(Some(frame)))).await;
                     break;
                 }
                 match timeout(stuck, sink.send(Message::Ping(Bytes::new()))).await {
@@ -60,6 +60,8 @@ pub(crate) async fn run(
         }
     }
     closed.cancel();
+    // Sends our close frame, or the reply to the peer's, unless the peer is stuck.
+    let _ = timeout(CLOSE_WAIT.min(stuck), sink.close()).await;
 }
 
 enum Flow {
