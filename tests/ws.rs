@@ -372,3 +372,18 @@ async fn a_peer_that_never_answers_pings_is_closed() {
         "{pings} pings, close {code:?}"
     );
 }
+
+#[tokio::test]
+async fn plain_http_on_the_socket_path_gets_an_openai_shaped_error() {
+    let h = Harness::start(Opts::default()).await;
+    let url = format!("http://{}/v1/ws/chat", h.proxy.addr);
+    let client = reqwest::Client::new();
+    for rsp in [
+        client.get(&url).send().await.unwrap(),
+        client.post(&url).send().await.unwrap(),
+    ] {
+        assert!(rsp.status().is_client_error(), "{}", rsp.status());
+        let body: serde_json::Value = serde_json::from_slice(&rsp.bytes().await.unwrap()).unwrap();
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
+}

@@ -31,16 +31,19 @@ mod writer;
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::auth::ClientIdentity;
+use crate::error::ApiError;
 
 /// Close code for a bad or missing key (the seed articles' clients expect it).
 pub const CLOSE_INVALID_KEY: u16 = 4001;
@@ -77,16 +80,27 @@ pub(crate) struct Conn {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/ws/chat", get(upgrade))
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
 }
 
 /// Upgrades, then either closes with 4001 or serves the socket.
 pub async fn upgrade(
     State(app): State<Arc<AppState>>,
-    Query(params): Query<WsParams>,
+    params: Result<Query<WsParams>, QueryRejection>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Not a WebSocket handshake, or a malformed query: an OpenAI-shaped error.
+    let (ws, Query(params)) = match (ws, params) {
+        (Ok(ws), Ok(q)) => (ws, q),
+        (Err(e), _) => {
+            let msg = format!("{} Connect with a WebSocket client.", e.body_text());
+            let code = "websocket_upgrade_required";
+            return ApiError::new(e.status(), "invalid_request_error", code, msg).into_response();
+        }
+        (_, Err(e)) => return ApiError::bad_request(e.body_text()).into_response(),
+    };
     let limit = app.cfg.websocket.max_message_bytes;
     let ws = ws.max_message_size(limit).max_frame_size(limit);
     let identity = if app.keys.disabled() {
