@@ -140,12 +140,9 @@ impl Reader {
         self.reject(&id, &err, 400).await;
     }
 
+    /// Refuses a request before it reaches a route; recorded like HTTP's refusals.
     async fn reject(&self, id: &Value, error: &Value, status: u16) {
-        let code = crate::accounting::status_label(status);
-        let m = &self.conn.app.metrics;
-        m.requests
-            .with_label_values(&["none", "none", code, "ws"])
-            .inc();
+        super::outcome::refused(&self.conn, id, status);
         self.send(protocol::error(id, error)).await;
     }
 

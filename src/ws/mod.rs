@@ -76,6 +76,16 @@ pub(crate) struct Conn {
     pub id: String,
 }
 
+impl Conn {
+    /// The log id of one request: connection id, then the request's id.
+    pub(crate) fn request_id(&self, id: &serde_json::Value) -> String {
+        match id {
+            serde_json::Value::String(s) => format!("{}/{s}", self.id),
+            other => format!("{}/{other}", self.id),
+        }
+    }
+}
+
 /// The `/v1/ws/chat` route, with its state; merged by `app::public_router`.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()

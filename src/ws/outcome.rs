@@ -136,6 +136,25 @@ pub(crate) fn complete(status: StatusCode, body: &[u8], p: &mut Progress) -> End
     End::Done
 }
 
+/// Records a request refused before it reached a route (bad frame, limit).
+pub(crate) fn refused(conn: &Conn, id: &Value, status: u16) {
+    conn.app.accounting.record(&Finished {
+        request_id: &conn.request_id(id),
+        route: "none",
+        upstream: None,
+        primary: None,
+        model: "",
+        status,
+        attempts: 0,
+        transport: "ws",
+        duration: Duration::ZERO,
+        ttft: None,
+        usage: None,
+        client_key: conn.identity.as_ref().map(|i| i.index),
+        stream_error: None,
+    });
+}
+
 /// Records the request, sends its last message, and returns the answer's
 /// text for the conversation (only for a completed `collect` request).
 pub(crate) async fn finish(
@@ -170,10 +189,7 @@ pub(crate) async fn finish(
         });
     }
     let ups = &conn.app.failover.upstreams;
-    let request_id = match &job.id {
-        Value::String(s) => format!("{}/{s}", conn.id),
-        other => format!("{}/{other}", conn.id),
-    };
+    let request_id = conn.request_id(&job.id);
     conn.app.accounting.record(&Finished {
         request_id: &request_id,
         route: p.route.as_ref().map_or("none", |(_, n)| n),
