@@ -297,6 +297,8 @@ pub fn public_router(state: Arc<AppState>) -> Router {
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, RandomId))
         .layer(TraceLayer::new_for_http())
+        // After the layers on purpose: WS auth is its own (close 4001), and the trace span records the URI, where `?token=` is a key.
+        .merge(crate::ws::router(state))
 }
 
 async fn ensure_attempts_header(mut rsp: Response) -> Response {

@@ -22,3 +22,4 @@ pub mod routing;
 pub mod split;
 pub mod stream;
 pub mod upstream;
+pub mod ws;

@@ -1,0 +1,215 @@
+//! How a socket's request ends: what was learnt on the way ([`Progress`]),
+//! the one final message (`done` or `error`, never both), the passive health
+//! report of a stream that broke, and the `Accounting::record` with
+//! transport `ws`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use axum::http::StatusCode;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::protocol::{self, error_obj};
+use super::request::Job;
+use super::Conn;
+use crate::accounting::Finished;
+use crate::control::Event;
+use crate::error::ApiError;
+use crate::health::Verdict;
+use crate::openai::Usage;
+
+/// What a request learnt before it ended.
+#[derive(Default)]
+pub(crate) struct Progress {
+    /// Route index and name.
+    pub route: Option<(usize, Arc<str>)>,
+    /// The route's primary (prices the savings baseline).
+    pub primary: Option<usize>,
+    /// In the split target's share.
+    pub in_split: bool,
+    /// Serving (or last tried) upstream, and its name.
+    pub upstream: Option<usize>,
+    pub upstream_name: Option<Arc<str>>,
+    /// Upstream attempts.
+    pub attempts: u32,
+    /// Time to the first event.
+    pub ttft: Option<Duration>,
+    /// Tokens for the metrics, and the upstream's `usage` object for `done`.
+    pub usage: Option<Usage>,
+    pub usage_raw: Option<Value>,
+    /// Last `finish_reason` seen.
+    pub finish_reason: Option<String>,
+    /// The answer's text, when kept.
+    pub text: Option<String>,
+}
+
+/// Why a request ended.
+pub(crate) enum End {
+    /// `[DONE]` (or a whole JSON answer).
+    Done,
+    /// A `cancel` frame, or the socket closed.
+    Cancelled,
+    /// The socket's writer is gone: nobody to answer.
+    ClientGone,
+    /// An `error` message ends it.
+    Failed(Fail),
+}
+
+/// An error reply and how it is counted.
+pub(crate) struct Fail {
+    /// Status for the metrics (what HTTP would have answered).
+    pub status: u16,
+    /// The OpenAI-shaped error object.
+    pub error: Value,
+    /// Reason word when the stream broke after its first event.
+    pub stream_error: Option<&'static str>,
+}
+
+impl Fail {
+    /// A proxy error, as HTTP would answer it.
+    pub fn api(e: &ApiError) -> Self {
+        let mut error = error_obj(&e.message, e.kind, e.code, None);
+        if let (Some(secs), Value::Object(o)) = (e.retry_after, &mut error) {
+            o.insert("retry_after".into(), secs.into());
+        }
+        Self {
+            status: e.status.as_u16(),
+            error,
+            stream_error: None,
+        }
+    }
+}
+
+impl Progress {
+    /// The stream broke after its first event: an `error`, never a `done`.
+    pub fn broke(&self, reason: &'static str, detail: &str) -> End {
+        let name = self.upstream_name.as_deref().unwrap_or("?");
+        let msg = format!("upstream {name} failed mid-stream: {detail}");
+        End::Failed(Fail {
+            status: 200,
+            error: error_obj(&msg, "upstream_error", "stream_interrupted", None),
+            stream_error: Some(reason),
+        })
+    }
+
+    /// The upstream sent an error event inside its stream.
+    pub fn broke_with(&self, error: Value) -> End {
+        match error {
+            e @ Value::Object(_) => End::Failed(Fail {
+                status: 200,
+                error: e,
+                stream_error: Some("upstream_error"),
+            }),
+            _ => self.broke("upstream_error", "the upstream sent an error event"),
+        }
+    }
+}
+
+/// Reads a whole (non-streamed) upstream answer: an error, or the text to send.
+pub(crate) fn complete(status: StatusCode, body: &[u8], p: &mut Progress) -> End {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let code = status.as_u16();
+        let error = v.get("error").filter(|e| e.is_object()).cloned();
+        let error = error.unwrap_or_else(|| {
+            let msg = format!("The upstream answered HTTP {code}.");
+            error_obj(&msg, "upstream_error", "upstream_error", None)
+        });
+        return End::Failed(Fail {
+            status: code,
+            error,
+            stream_error: None,
+        });
+    }
+    let choice = v.pointer("/choices/0");
+    let text = choice.and_then(|c| c.pointer("/message/content"));
+    p.text = text.and_then(Value::as_str).map(str::to_owned);
+    let finish = choice.and_then(|c| c.get("finish_reason"));
+    p.finish_reason = finish.and_then(Value::as_str).map(str::to_owned);
+    if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+        p.usage = serde_json::from_value(u.clone()).ok();
+        p.usage_raw = Some(u.clone());
+    }
+    End::Done
+}
+
+/// Records a request refused before it reached a route (bad frame, limit).
+pub(crate) fn refused(conn: &Conn, id: &Value, status: u16) {
+    conn.app.accounting.record(&Finished {
+        request_id: &conn.request_id(id),
+        route: "none",
+        upstream: None,
+        primary: None,
+        model: "",
+        status,
+        attempts: 0,
+        transport: "ws",
+        duration: Duration::ZERO,
+        ttft: None,
+        usage: None,
+        client_key: conn.identity.as_ref().map(|i| i.index),
+        stream_error: None,
+    });
+}
+
+/// Records the request, sends its last message, and returns the answer's
+/// text for the conversation (only for a completed `collect` request).
+pub(crate) async fn finish(
+    conn: &Conn,
+    out: &mpsc::Sender<Message>,
+    job: &Job,
+    mut p: Progress,
+    end: End,
+    started: Instant,
+) -> Option<String> {
+    let usage = p.usage_raw.as_ref();
+    let (status, stream_error, reply) = match &end {
+        End::Done => {
+            let reason = p.finish_reason.as_deref().unwrap_or("stop");
+            (200, None, Some(protocol::done(&job.id, reason, usage)))
+        }
+        End::Cancelled => (499, None, Some(protocol::done(&job.id, "cancelled", usage))),
+        End::ClientGone => (499, None, None),
+        End::Failed(f) => (
+            f.status,
+            f.stream_error,
+            Some(protocol::error(&job.id, &f.error)),
+        ),
+    };
+    if let (Some(_), Some(up), Some((route, _))) = (stream_error, p.upstream, &p.route) {
+        conn.app.control.report(Event::Outcome {
+            upstream: up,
+            route: *route,
+            verdict: Verdict::Fail,
+            ttfb: None,
+            in_split: p.in_split,
+        });
+    }
+    let ups = &conn.app.failover.upstreams;
+    let request_id = conn.request_id(&job.id);
+    conn.app.accounting.record(&Finished {
+        request_id: &request_id,
+        route: p.route.as_ref().map_or("none", |(_, n)| n),
+        upstream: p.upstream.map(|u| &ups[u]),
+        primary: p.primary.map(|u| &ups[u]),
+        model: &job.model,
+        status,
+        attempts: p.attempts,
+        transport: "ws",
+        duration: started.elapsed(),
+        ttft: p.ttft,
+        usage: p.usage,
+        client_key: conn.identity.as_ref().map(|i| i.index),
+        stream_error,
+    });
+    if let Some(r) = reply {
+        let _ = out.send(Message::Text(r.into())).await;
+    }
+    match end {
+        End::Done if job.collect => Some(p.text.take().unwrap_or_default()),
+        _ => None,
+    }
+}
