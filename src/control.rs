@@ -190,14 +190,35 @@ impl Control {
             }),
             cfg,
         };
-        for r in &c.route_names {
-            for t in ["manual", "auto"] {
-                c.metrics.rollbacks.with_label_values(&[r, t]);
-            }
-        }
+        c.init_metrics();
         c.publish();
         let table = c.table.clone();
         (c, ControlHandle { tx }, table)
+    }
+
+    /// Exposes every known label set at 0 from the start, so dashboards show 0
+    /// rather than "no data" and `increase()` sees the first event.
+    fn init_metrics(&self) {
+        let m = &self.metrics;
+        for r in &self.route_names {
+            for t in ["manual", "auto"] {
+                m.rollbacks.with_label_values(&[r, t]);
+            }
+            m.budget_exhausted.with_label_values(&[r]);
+            m.retries.with_label_values(&[r]);
+        }
+        for u in &self.names {
+            m.ejections.with_label_values(&[u]);
+            for s in [HealthState::Healthy, HealthState::Unhealthy, HealthState::Ejected] {
+                m.health_transitions.with_label_values(&[u, s.as_str()]);
+            }
+        }
+        for r in ["sent", "failed", "dropped"] {
+            m.alerts.with_label_values(&[r]);
+        }
+        for t in ["http", "ws"] {
+            m.active_streams.with_label_values(&[t]);
+        }
     }
 
     fn upstream_index(&self, name: &str) -> usize {

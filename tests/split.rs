@@ -1,6 +1,8 @@
 //! Gradual migration, from outside: sticky shares, admin changes, persisted
 //! rollbacks, automatic rollback and the operator scripts.
 
+#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed assertion")]
+
 mod common;
 
 use std::collections::HashMap;

@@ -1,6 +1,10 @@
 //! Shared test harness: a proxy started in-process on 127.0.0.1:0 in front of
 //! simulated providers, and helpers that talk to it like a client would.
 #![allow(dead_code, reason = "each test file uses a different subset")]
+#![expect(
+    clippy::expect_used,
+    reason = "a broken harness should fail the test loudly"
+)]
 
 use std::path::PathBuf;
 use std::time::Duration;
