@@ -209,7 +209,11 @@ impl Control {
         }
         for u in &self.names {
             m.ejections.with_label_values(&[u]);
-            for s in [HealthState::Healthy, HealthState::Unhealthy, HealthState::Ejected] {
+            for s in [
+                HealthState::Healthy,
+                HealthState::Unhealthy,
+                HealthState::Ejected,
+            ] {
                 m.health_transitions.with_label_values(&[u, s.as_str()]);
             }
         }

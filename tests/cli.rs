@@ -1,6 +1,9 @@
 //! The `turnout` binary: `check` names bad keys, `serve` serves the shipped config.
 
-#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed assertion")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed assertion"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

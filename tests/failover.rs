@@ -1,7 +1,10 @@
 //! Failover and health, from outside: faults on the primary never reach the
 //! client while the fallback can answer; outages don't multiply load.
 
-#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed assertion")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed assertion"
+)]
 
 mod common;
 

@@ -1,7 +1,10 @@
 //! The proxy core, from outside: pass-through, model_map, header hygiene,
 //! OpenAI-shaped errors, limits and cancellation.
 
-#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed assertion")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed assertion"
+)]
 
 mod common;
 

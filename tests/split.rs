@@ -1,7 +1,10 @@
 //! Gradual migration, from outside: sticky shares, admin changes, persisted
 //! rollbacks, automatic rollback and the operator scripts.
 
-#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed assertion")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed assertion"
+)]
 
 mod common;
 
