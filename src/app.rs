@@ -218,23 +218,9 @@ fn simulated(name: &str, s: &crate::config::SimulateConfig) -> MockSettings {
 fn spawn_server(
     listener: TcpListener,
     router: Router,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move {
-        let signal = async move {
-            let _ = shutdown.wait_for(|v| *v).await;
-        };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(signal)
-            .await
-        {
-            tracing::error!("server error: {e}");
-        }
-    })
+    tokio::spawn(crate::serve::serve(listener, router, shutdown))
 }
 
 /// Request ids: 16 random hex digits.

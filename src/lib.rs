@@ -19,6 +19,7 @@ pub mod overrides;
 pub mod proxy;
 pub mod rollback;
 pub mod routing;
+pub mod serve;
 pub mod split;
 pub mod stream;
 pub mod upstream;

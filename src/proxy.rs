@@ -276,6 +276,9 @@ impl Ctx<'_> {
     }
 }
 
+/// Longest time a client may take to send its request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Reads the whole body, refusing a declared or actual size over the limit (413).
 pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
     if let Some(len) = headers
@@ -287,9 +290,16 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
             return Err(ApiError::too_large(limit));
         }
     }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit));
+    match read.await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            "The request body did not arrive in time.",
+        )),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                 || e.to_string().contains("length limit");
