@@ -108,6 +108,7 @@ pub fn status_json(t: &RoutingTable) -> Value {
                 "error_rate": (u.error_rate * 10_000.0).round() / 10_000.0,
                 "ejected_until": u.ejected_until.map(|t| humantime::format_rfc3339_millis(t).to_string()),
                 "models": u.models.len(),
+                "ttfb_ewma_ms": u.ttfb_ewma_ms.map(|v| (v * 100.0).round() / 100.0),
             })
         })
         .collect();

@@ -245,6 +245,7 @@ impl Control {
                 state: h.state(),
                 probe_latency_ms: h.probe_latency.map(|d| d.as_secs_f64() * 1000.0),
                 error_rate: h.window.error_rate(Instant::now()),
+                ttfb_ewma_ms: h.ewma_ttfb.map(|s| s * 1000.0),
                 ejected_until: h.ejected_until().map(|t| self.wall(t)),
                 cooling_until: h.cooling_until,
                 models: self.models[i].clone(),

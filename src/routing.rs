@@ -51,6 +51,8 @@ pub struct UpstreamView {
     pub probe_latency_ms: Option<f64>,
     /// Live error rate over the outlier window (0–1).
     pub error_rate: f64,
+    /// EWMA of live time to first byte, milliseconds.
+    pub ttfb_ewma_ms: Option<f64>,
     /// End of the current ejection (wall clock), if ejected.
     pub ejected_until: Option<SystemTime>,
     /// A 429's `Retry-After` keeps it out of rotation until then.

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 
 const MIN: &str = "listen: 127.0.0.1:0\nauth: {disabled: true}\nupstreams: [{name: a, base_url: 'http://127.0.0.1:1/v1'}, {name: b, base_url: 'http://127.0.0.1:2/v1'}]\nroutes: [{name: chat, models: ['*'], primary: a, fallbacks: [b], split: {target: b, percentage: 10}}]\n";

@@ -1,0 +1,170 @@
+//! Process-wide policies: failover, outlier ejection, alerts, logs, WebSocket limits.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{defaults, duration};
+
+/// How a request walks its chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// Most upstream attempts for one request. Default 3.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// Retries allowed as a fraction of recent requests. Default 0.1.
+    #[serde(default = "defaults::budget_ratio")]
+    pub budget_ratio: f64,
+    /// Retries allowed per second whatever the traffic. Default 2.
+    #[serde(default = "defaults::budget_min_per_second")]
+    pub budget_min_per_second: u32,
+    /// First backoff before a second try on the same upstream. Default 50ms.
+    #[serde(default = "defaults::backoff_base", with = "duration")]
+    pub backoff_base: Duration,
+    /// Longest backoff. Default 2s.
+    #[serde(default = "defaults::backoff_max", with = "duration")]
+    pub backoff_max: Duration,
+    /// Longest `Retry-After` honoured. Default 60s.
+    #[serde(default = "defaults::retry_after_max", with = "duration")]
+    pub retry_after_max: Duration,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: defaults::max_attempts(),
+            budget_ratio: defaults::budget_ratio(),
+            budget_min_per_second: defaults::budget_min_per_second(),
+            backoff_base: defaults::backoff_base(),
+            backoff_max: defaults::backoff_max(),
+            retry_after_max: defaults::retry_after_max(),
+        }
+    }
+}
+
+/// Passive health from live traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Consecutive failures that eject. Default 5.
+    #[serde(default = "defaults::consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// Ejection time × number of ejections. Default 30s.
+    #[serde(default = "defaults::base_ejection", with = "duration")]
+    pub base_ejection: Duration,
+    /// Cap of the ejection time. Default 5m.
+    #[serde(default = "defaults::max_ejection", with = "duration")]
+    pub max_ejection: Duration,
+    /// Error rate (0–1) over the window that ejects. Default 0.5.
+    #[serde(default = "defaults::outlier_error_rate")]
+    pub error_rate: f64,
+    /// Sliding window for the error rate. Default 30s.
+    #[serde(default = "defaults::outlier_window", with = "duration")]
+    pub window: Duration,
+    /// Fewest requests in the window before the rate counts. Default 20.
+    #[serde(default = "defaults::outlier_min_requests")]
+    pub min_requests: u32,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: defaults::consecutive_failures(),
+            base_ejection: defaults::base_ejection(),
+            max_ejection: defaults::max_ejection(),
+            error_rate: defaults::outlier_error_rate(),
+            window: defaults::outlier_window(),
+            min_requests: defaults::outlier_min_requests(),
+        }
+    }
+}
+
+/// Alert webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Slack-compatible webhook; absent = no alerts sent (still logged and counted).
+    pub webhook_url: Option<String>,
+    /// Per POST. Default 5s.
+    #[serde(default = "defaults::alert_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Alerts waiting to be sent; beyond it they are dropped and counted. Default 256.
+    #[serde(default = "defaults::alert_queue")]
+    pub queue: usize,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            timeout: defaults::alert_timeout(),
+            queue: defaults::alert_queue(),
+        }
+    }
+}
+
+/// Logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`. Default text.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// `RUST_LOG`-style filter, overridden by `RUST_LOG`. Default `info`.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: defaults::log_level(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// WebSocket chat limits (§3.5).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Largest frame/message. Default 1 MiB; beyond it the socket closes with 1009.
+    #[serde(default = "defaults::ws_max_message")]
+    pub max_message_bytes: usize,
+    /// Requests running at once on one socket. Default 8.
+    #[serde(default = "defaults::ws_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Turns kept in a conversation. Default 50.
+    #[serde(default = "defaults::ws_max_turns")]
+    pub max_turns: usize,
+    /// Bytes of content kept in a conversation. Default 256 KiB.
+    #[serde(default = "defaults::ws_max_conversation_bytes")]
+    pub max_conversation_bytes: usize,
+    /// Ping period. Default 25s.
+    #[serde(default = "defaults::ws_ping", with = "duration")]
+    pub ping_interval: Duration,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: defaults::ws_max_message(),
+            max_in_flight: defaults::ws_max_in_flight(),
+            max_turns: defaults::ws_max_turns(),
+            max_conversation_bytes: defaults::ws_max_conversation_bytes(),
+            ping_interval: defaults::ws_ping(),
+        }
+    }
+}
