@@ -128,7 +128,7 @@ fn init_logs(format: LogFormat, level: &str) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(turnout::logfmt::LeanFields).try_init(),
     };
 }
 
