@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use turnout::config::{resolve_env, Config, LogFormat, Secrets};
 
-/// mimalloc: allocation and free are a tenth of a proxied request's
-/// instructions with glibc's malloc (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// OpenAI-compatible failover router for LLM APIs.
 #[derive(Parser)]
 #[command(name = "turnout", version, about)]
