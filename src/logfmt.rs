@@ -156,7 +156,7 @@ mod tests {
         });
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert_eq!(
-            text.trim_end(),
+            text.trim(),
             r#"INFO request route=chat status=200 error="" note="a b""#
         );
     }
