@@ -254,6 +254,8 @@ litellm_settings:
   success_callback: []
   failure_callback: []
 general_settings:
+  # No client auth, like the other targets (loopback only, never in production).
+  dangerously_permit_weak_or_unset_master_key: true
   disable_spend_logs: true
   disable_adding_master_key_hash_to_db: true
   allow_requests_on_db_unavailable: true
