@@ -61,16 +61,17 @@ fi
 # --- binaries -----------------------------------------------------------------
 out="${BENCH_OUT:-$root/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
+mkdir -p "$out/bin"
 if [ -n "${TURNOUT_BIN:-}" ] && [ -n "${LOADGEN_BIN:-}" ]; then
-  cp "$TURNOUT_BIN" "$out/turnout"; cp "$LOADGEN_BIN" "$out/loadgen"
+  cp "$TURNOUT_BIN" "$out/bin/turnout"; cp "$LOADGEN_BIN" "$out/bin/loadgen"
 else
   log "building release binaries"
   cargo build --release --bin turnout --example loadgen >&2
   target_dir=$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   # Copies: a concurrent build must not swap the binaries mid-run.
-  cp "$target_dir/release/turnout" "$out/turnout"
-  cp "$target_dir/release/examples/loadgen" "$out/loadgen"
+  cp "$target_dir/release/turnout" "$out/bin/turnout"
+  cp "$target_dir/release/examples/loadgen" "$out/bin/loadgen"
 fi
 
 # 10,000 streams: the proxy holds 20,000 sockets, the load generator and the
@@ -81,7 +82,7 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 65536 ]; then
 fi
 
 cmd="scripts/bench.sh${orig_args:+ $orig_args}"
-py_args=(--turnout "$out/turnout" --loadgen "$out/loadgen" --nginx "$nginx_bin" --out "$out"
+py_args=(--turnout "$out/bin/turnout" --loadgen "$out/bin/loadgen" --nginx "$nginx_bin" --out "$out"
          --command "$cmd")
 [ -n "$litellm_bin" ] && py_args+=(--litellm "$litellm_bin")
 log "results in $out"
