@@ -34,7 +34,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::accounting::Accounting;
 use crate::alerts::Alerts;
-use crate::auth::{ClientIdentity, ClientKeys};
+use crate::auth::ClientKeys;
 use crate::config::{Config, Secrets};
 use crate::control::{Control, ControlHandle};
 use crate::error::ApiError;
@@ -242,14 +242,9 @@ pub fn public_router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(crate::models::list))
         .route("/v1/account", get(crate::models::account))
         .route("/v1/{*rest}", post(crate::proxy::handle))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            rate_limit,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ))
+        // Auth then rate limit, as one middleware: each `from_fn` layer clones
+        // and boxes the inner route per request.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .layer(axum::middleware::map_response(ensure_attempts_header));
     let mut router = Router::new()
         .route(
@@ -310,42 +305,35 @@ async fn ready(State(app): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+/// Layers 5 and 6: auth, then the key's rate limit.
+async fn guard(State(app): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     if app.keys.disabled() {
         return next.run(req).await;
     }
-    match app.keys.authenticate(req.headers()) {
-        Some(id) => {
-            req.extensions_mut().insert(id);
-            next.run(req).await
-        }
-        None => {
-            app.metrics
-                .requests
-                .with_label_values(&["none", "none", "401", "http"])
-                .inc();
-            ApiError::invalid_api_key().into_response()
-        }
+    let Some(id) = app.keys.authenticate(req.headers()) else {
+        app.metrics
+            .requests
+            .with_label_values(&["none", "none", "401", "http"])
+            .inc();
+        return ApiError::invalid_api_key().into_response();
+    };
+    // Only model calls (POST) count against `rpm`; `/v1/models` and `/v1/account` are free.
+    let limit = if req.method() == Method::POST {
+        app.limits.check(id.index)
+    } else {
+        Ok(())
+    };
+    if let Err(wait) = limit {
+        app.metrics
+            .rate_limited
+            .with_label_values(&[&id.name])
+            .inc();
+        app.metrics
+            .requests
+            .with_label_values(&["none", "none", "429", "http"])
+            .inc();
+        return ApiError::rate_limited(wait.as_secs_f64().ceil() as u64).into_response();
     }
-}
-
-/// Only model calls (POST) count against `rpm`; `/v1/models` and `/v1/account` are free.
-async fn rate_limit(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST {
-        return next.run(req).await;
-    }
-    if let Some(id) = req.extensions().get::<ClientIdentity>() {
-        if let Err(wait) = app.limits.check(id.index) {
-            app.metrics
-                .rate_limited
-                .with_label_values(&[&id.name])
-                .inc();
-            app.metrics
-                .requests
-                .with_label_values(&["none", "none", "429", "http"])
-                .inc();
-            return ApiError::rate_limited(wait.as_secs_f64().ceil() as u64).into_response();
-        }
-    }
+    req.extensions_mut().insert(id);
     next.run(req).await
 }

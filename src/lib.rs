@@ -11,6 +11,7 @@ pub mod error;
 pub mod failover;
 pub mod health;
 pub mod limit;
+pub mod logfmt;
 pub mod metrics;
 pub mod mock;
 pub mod models;

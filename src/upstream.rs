@@ -27,7 +27,20 @@ pub struct Upstream {
     pub timeouts: TimeoutsConfig,
     /// USD per 1M tokens by model (`*` = default).
     pub pricing: HashMap<String, PriceConfig>,
+    /// URLs of the usual endpoints, parsed once (see [`PARSED_SUFFIXES`]).
+    parsed: Vec<(&'static str, reqwest::Url)>,
 }
+
+/// Endpoints whose full URL is parsed at start: an attempt then clones a
+/// `Url` instead of parsing a string (URL parsing was ~4 % of the
+/// instructions of a proxied request). Other paths are parsed per request.
+const PARSED_SUFFIXES: [&str; 5] = [
+    "/chat/completions",
+    "/completions",
+    "/embeddings",
+    "/responses",
+    "/models",
+];
 
 static CRYPTO: Once = Once::new();
 
@@ -68,9 +81,15 @@ impl Upstream {
             }
             None => None,
         };
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let parsed = PARSED_SUFFIXES
+            .iter()
+            .filter_map(|&s| Some((s, reqwest::Url::parse(&format!("{base_url}{s}")).ok()?)))
+            .collect();
         Ok(Self {
             name: cfg.name.as_str().into(),
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            base_url,
+            parsed,
             client,
             auth,
             model_map: cfg.model_map.clone().into_iter().collect(),
@@ -98,12 +117,27 @@ impl Upstream {
         if let Some(a) = &self.auth {
             h.insert(header::AUTHORIZATION, a.clone());
         }
-        self.client.post(self.url(suffix)).headers(h).body(body)
+        let rb = match self.parsed_url(suffix) {
+            Some(url) => self.client.post(url.clone()),
+            None => self.client.post(self.url(suffix)),
+        };
+        rb.headers(h).body(body)
+    }
+
+    /// The pre-parsed URL of a usual endpoint.
+    fn parsed_url(&self, suffix: &str) -> Option<&reqwest::Url> {
+        self.parsed
+            .iter()
+            .find(|(s, _)| *s == suffix)
+            .map(|(_, u)| u)
     }
 
     /// A GET (health probe, model list) with this upstream's key.
     pub fn get(&self, suffix: &str) -> reqwest::RequestBuilder {
-        let mut rb = self.client.get(self.url(suffix));
+        let mut rb = match self.parsed_url(suffix) {
+            Some(url) => self.client.get(url.clone()),
+            None => self.client.get(self.url(suffix)),
+        };
         if let Some(a) = &self.auth {
             rb = rb.header(header::AUTHORIZATION, a.clone());
         }

@@ -1,0 +1,187 @@
+//! criterion benchmarks of the pure hot paths of a proxied request.
+//!
+//! `cargo bench --bench hot_paths` (not run by CI; CI only compiles them
+//! through clippy). End-to-end overhead is `scripts/bench.sh`'s job.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use turnout::config::Config;
+use turnout::routing::{
+    HealthState, ModelMatcher, RouteView, RoutingTable, SplitView, UpstreamView,
+};
+
+/// A realistic chat request (~300 bytes), as the end-to-end benchmark sends.
+const CHAT: &[u8] = br#"{"model":"gpt-4.1","messages":[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"Say hello and tell me one short fact about railway turnouts, please. Keep it under twenty words."}],"temperature":0.2,"max_tokens":64,"user":"user-1234"}"#;
+
+const CONFIG: &str = r#"
+listen: "127.0.0.1:8080"
+admin: { listen: "127.0.0.1:9090" }
+auth: { disabled: true }
+upstreams:
+  - { name: official, base_url: "http://127.0.0.1:1/v1" }
+  - { name: relay, base_url: "http://127.0.0.1:2/v1" }
+  - { name: local, base_url: "http://127.0.0.1:3/v1" }
+routes:
+  - { name: embed, models: ["text-embedding-*"], primary: local }
+  - { name: claude, models: ["claude-3.5-sonnet", "claude-*"], primary: relay, fallbacks: [official] }
+  - { name: chat, models: ["*"], primary: official, fallbacks: [relay, local], split: { target: relay, percentage: 10 } }
+"#;
+
+fn table() -> RoutingTable {
+    let cfg = match Config::from_yaml(CONFIG) {
+        Ok(c) => c,
+        Err(e) => panic!("bench config: {}", e.0),
+    };
+    let upstream = |name: &str| UpstreamView {
+        name: name.into(),
+        state: HealthState::Healthy,
+        probe_latency_ms: Some(12.0),
+        error_rate: 0.0,
+        ttfb_ewma_ms: None,
+        ejected_until: None,
+        cooling_until: None,
+        models: Arc::new(Vec::new()),
+    };
+    RoutingTable {
+        routes: vec![
+            RouteView {
+                name: "embed".into(),
+                primary: 2,
+                fallbacks: vec![],
+                split: None,
+            },
+            RouteView {
+                name: "claude".into(),
+                primary: 1,
+                fallbacks: vec![0],
+                split: None,
+            },
+            RouteView {
+                name: "chat".into(),
+                primary: 0,
+                fallbacks: vec![1, 2],
+                split: Some(SplitView {
+                    target: 1,
+                    percentage: 10.0,
+                    configured_percentage: 10.0,
+                }),
+            },
+        ],
+        upstreams: vec![upstream("official"), upstream("relay"), upstream("local")],
+        matcher: Arc::new(ModelMatcher::new(&cfg)),
+    }
+}
+
+/// A streamed answer: 20 content events, the finish event, usage, `[DONE]`.
+fn sse_stream() -> Vec<Vec<u8>> {
+    let head = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4.1","system_fingerprint":"fp","choices":[{"index":0,"delta":"#;
+    let mut events: Vec<Vec<u8>> = (0..20)
+        .map(|i| {
+            format!("data: {head}{{\"content\":\"word{i} \"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n")
+                .into_bytes()
+        })
+        .collect();
+    events.push(
+        format!("data: {head}{{}},\"logprobs\":null,\"finish_reason\":\"stop\"}}]}}\n\n")
+            .into_bytes(),
+    );
+    events.push(
+        br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":37,"completion_tokens":20,"total_tokens":57}}"#
+            .iter()
+            .chain(b"\n\n")
+            .copied()
+            .collect(),
+    );
+    events.push(b"data: [DONE]\n\n".to_vec());
+    events
+}
+
+fn split(c: &mut Criterion) {
+    let mut g = c.benchmark_group("split");
+    g.bench_function("bucket", |b| {
+        b.iter(|| turnout::split::bucket(black_box("chat"), black_box("user-1234")))
+    });
+    g.bench_function("in_target_10pct", |b| {
+        b.iter(|| turnout::split::in_target(black_box("chat"), black_box(Some("user-1234")), 10.0))
+    });
+    g.finish();
+}
+
+fn routing(c: &mut Criterion) {
+    let t = table();
+    let now = tokio::time::Instant::now();
+    let mut g = c.benchmark_group("routing");
+    g.bench_function("route_for_glob", |b| {
+        b.iter(|| t.matcher.route_for(black_box("gpt-4.1")))
+    });
+    g.bench_function("route_for_literal", |b| {
+        b.iter(|| t.matcher.route_for(black_box("claude-3.5-sonnet")))
+    });
+    // What the request path does: model → route → split → chain → usable upstreams.
+    g.bench_function("chain_from_table", |b| {
+        b.iter(|| {
+            let route = t.matcher.route_for(black_box("gpt-4.1")).unwrap_or(0);
+            let (chain, moved) = t.chain(route, black_box(Some("user-1234")));
+            let usable = chain.iter().filter(|&u| t.upstreams[u].usable(now)).count();
+            (usable, moved)
+        })
+    });
+    g.finish();
+}
+
+fn parse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("request");
+    g.throughput(Throughput::Bytes(CHAT.len() as u64));
+    g.bench_function("peek_chat_300b", |b| {
+        b.iter(|| turnout::openai::peek(black_box(CHAT)).map(|f| f.stream))
+    });
+    let body = bytes::Bytes::from_static(CHAT);
+    let span = turnout::openai::peek(CHAT)
+        .ok()
+        .and_then(|f| f.model_span)
+        .unwrap_or((0, 0));
+    g.bench_function("with_model_rewrite", |b| {
+        b.iter(|| turnout::openai::with_model(black_box(&body), span, black_box("gpt-4.1-mini")))
+    });
+    let response = br#"{"id":"chatcmpl-mock-1","object":"chat.completion","created":1795309792,"model":"gpt-4.1","system_fingerprint":"mock","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from mock. the quick brown fox jumps over a lazy dog while turnout routes every request to safety the quick brown "},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":20,"total_tokens":44}}"#;
+    g.bench_function("response_usage_415b", |b| {
+        b.iter(|| turnout::openai::response_usage(black_box(response)))
+    });
+    g.finish();
+}
+
+fn sse(c: &mut Criterion) {
+    let events = sse_stream();
+    let whole: Vec<u8> = events.concat();
+    let mut g = c.benchmark_group("sse");
+    g.throughput(Throughput::Bytes(whole.len() as u64));
+    // One chunk per event, as a provider usually flushes.
+    g.bench_function("scan_per_event", |b| {
+        b.iter(|| {
+            let mut s = turnout::stream::SseScanner::default();
+            for e in &events {
+                s.feed(black_box(e));
+            }
+            (s.done, s.usage)
+        })
+    });
+    // Events split across chunk boundaries (a relay that re-chunks).
+    g.bench_function("scan_split_97b", |b| {
+        b.iter(|| {
+            let mut s = turnout::stream::SseScanner::default();
+            for c in whole.chunks(97) {
+                s.feed(black_box(c));
+            }
+            (s.done, s.usage)
+        })
+    });
+    g.bench_function("first_event", |b| {
+        b.iter(|| turnout::stream::has_first_event(black_box(&events[0])))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, split, routing, parse, sse);
+criterion_main!(benches);
