@@ -315,24 +315,7 @@ async fn a_stream_reset_mid_way_ends_with_an_error_event_after_one_attempt() {
 
 #[tokio::test]
 async fn health_flips_are_alerted_once_each() {
-    use std::sync::{Arc, Mutex};
-    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let sink = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                sink.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-                "ok"
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
+    let (hook, got) = webhook().await;
 
     let (a, b) = pair().await;
     let probes =

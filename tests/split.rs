@@ -208,24 +208,7 @@ async fn admin_api_is_forbidden_without_a_configured_token() {
 
 #[tokio::test]
 async fn a_failing_target_is_rolled_back_automatically_without_client_errors() {
-    use std::sync::{Arc, Mutex};
-    let alerts: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let sink = alerts.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                sink.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-                "ok"
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
+    let (hook, alerts) = webhook().await;
 
     let a = mock("a").await;
     let b = mock_with(turnout::mock::MockSettings {
