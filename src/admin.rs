@@ -136,11 +136,11 @@ fn split_json(t: &RoutingTable, s: &SplitView) -> Value {
 }
 
 async fn status(State(app): State<Arc<AppState>>) -> Response {
-    axum::Json(status_json(&app.failover.table.load())).into_response()
+    axum::Json(status_json(&app.failover.table().load())).into_response()
 }
 
 fn route_with_split(app: &AppState, route: &str) -> Result<(usize, f64), ApiError> {
-    let t = app.failover.table.load();
+    let t = app.failover.table().load();
     let idx = t.route_index(route).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -164,7 +164,7 @@ async fn change(app: &AppState, route: &str, pct: f64, trigger: Trigger) -> Resp
     };
     match app.control.set_split(idx, pct, trigger).await {
         Some(view) => {
-            let t = app.failover.table.load();
+            let t = app.failover.table().load();
             let mut v = split_json(&t, &view);
             v["route"] = json!(route);
             v["previous_percentage"] = json!(before);

@@ -8,7 +8,9 @@
 //! 4. `x-turnout-attempts` on every proxy-path response, errors included
 //! 5. auth (client key → `ClientIdentity`; 401 otherwise)
 //! 6. rate limit (per key `rpm`; 429 + `Retry-After`)
-//! 7. handler: body limit (413) → parse (400) → route (404) → split → failover → upstream
+//! 7. handler (`proxy.rs`): body limit (413) → parse (400) → route (404) → split (chain order)
+//! 8. `FailoverLayer` → `Failover`: walks the chain; the one layer that retries
+//! 9. leaf `UpstreamService`: one attempt on one upstream (`attempt.rs`)
 //!
 //! Request timeouts are per upstream (connect, headers, first token, idle,
 //! total), because a single proxy-wide timeout cannot tell a slow stream from
@@ -38,11 +40,12 @@ use crate::auth::ClientKeys;
 use crate::config::{Config, Secrets};
 use crate::control::{Control, ControlHandle};
 use crate::error::ApiError;
-use crate::failover::Failover;
+use crate::failover::{Failover, FailoverLayer, UpstreamService};
 use crate::limit::Limits;
 use crate::metrics::Metrics;
 use crate::mock::{MockServer, MockSettings};
 use crate::upstream::Upstream;
+use tower::ServiceBuilder;
 
 /// Everything a request handler needs, shared.
 pub struct AppState {
@@ -126,13 +129,17 @@ pub async fn start(
         shutdown_rx.clone(),
     );
     let state = Arc::new(AppState {
-        failover: Failover::new(
-            table,
-            upstreams,
-            cfg.failover.clone(),
-            handle.clone(),
-            metrics.clone(),
-        ),
+        // Below the handler: 8 failover (walks the chain; the one layer that
+        // retries) · leaf: one attempt on one upstream.
+        failover: ServiceBuilder::new()
+            .layer(FailoverLayer::new(
+                table,
+                upstreams.clone(),
+                cfg.failover.clone(),
+                handle.clone(),
+                metrics.clone(),
+            ))
+            .service(UpstreamService::new(upstreams)),
         accounting: Accounting::new(&cfg, metrics.clone()),
         keys: ClientKeys::new(&cfg, &secrets),
         limits: Limits::new(&cfg),
@@ -293,7 +300,7 @@ async fn ensure_attempts_header(mut rsp: Response) -> Response {
 }
 
 async fn ready(State(app): State<Arc<AppState>>) -> Response {
-    if app.failover.table.load().any_usable() {
+    if app.failover.table().load().any_usable() {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
         let mut r = axum::Json(

@@ -9,32 +9,29 @@
 //! again by this request. Streams commit only once the first SSE event arrived.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use bytes::{Bytes, BytesMut};
-use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
 
+pub use crate::attempt::{Attempt, AttemptError, Served, UpstreamService};
 use crate::budget::{backoff, RetryBudget};
 use crate::config::FailoverConfig;
 use crate::control::{ControlHandle, Event};
 use crate::error::ApiError;
 use crate::health::Verdict;
 use crate::metrics::Metrics;
-use crate::openai::{self, RequestFacts, Usage};
+use crate::openai::RequestFacts;
 use crate::routing::RoutingTableHandle;
 use crate::split::Chain;
 use crate::upstream::Upstream;
 
-/// Largest non-streaming upstream body read into memory.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-/// Largest prefix of a stream buffered while waiting for its first event.
-const MAX_PREFETCH: usize = 1024 * 1024;
-
-/// One request, ready to be sent along its chain.
-pub struct Call<'a> {
+/// One client request, ready to be sent along its chain.
+pub struct ProxyCall {
     /// Route index.
     pub route: usize,
     /// Upstreams in order.
@@ -42,31 +39,13 @@ pub struct Call<'a> {
     /// In the split target's share.
     pub in_split: bool,
     /// Client path after `/v1`, with its query.
-    pub suffix: &'a str,
+    pub suffix: Arc<str>,
     /// Allowlisted client headers.
-    pub headers: &'a HeaderMap,
+    pub headers: Arc<HeaderMap>,
     /// The client's body.
-    pub body: &'a Bytes,
+    pub body: Bytes,
     /// What was read from it.
-    pub facts: &'a RequestFacts,
-}
-
-/// What an upstream answered, ready for the client.
-pub enum Served {
-    /// A whole body (non-streaming, or a final non-success answer).
-    Complete {
-        status: StatusCode,
-        headers: HeaderMap,
-        body: Bytes,
-        usage: Option<Usage>,
-    },
-    /// An SSE stream whose first event has arrived.
-    Stream {
-        status: StatusCode,
-        headers: HeaderMap,
-        first: Bytes,
-        rest: BoxStream<'static, Result<Bytes, reqwest::Error>>,
-    },
+    pub facts: RequestFacts,
 }
 
 /// A served request.
@@ -91,38 +70,23 @@ pub struct Failure {
     pub attempts: u32,
 }
 
-/// Why an attempt moved on.
-#[derive(Debug, Clone)]
-struct AttemptError {
-    reason: &'static str,
-    retry_after: Option<Duration>,
-    status: Option<u16>,
-}
-
-impl AttemptError {
-    fn new(reason: &'static str) -> Self {
-        Self {
-            reason,
-            retry_after: None,
-            status: None,
-        }
-    }
-}
-
-/// Walks chains. Shared by every request.
-pub struct Failover {
-    /// Routing snapshot.
-    pub table: RoutingTableHandle,
-    /// Upstream clients, by index.
-    pub upstreams: Arc<[Upstream]>,
+/// What every request's walk shares: the table, the budget, the policy.
+struct Shared {
+    table: RoutingTableHandle,
+    upstreams: Arc<[Upstream]>,
     budget: RetryBudget,
     cfg: FailoverConfig,
     control: ControlHandle,
     metrics: Metrics,
 }
 
-impl Failover {
-    /// Builds the walker.
+/// Wraps an attempt service (normally [`UpstreamService`]) into [`Failover`].
+pub struct FailoverLayer {
+    shared: Arc<Shared>,
+}
+
+impl FailoverLayer {
+    /// One retry budget for the whole process.
     pub fn new(
         table: RoutingTableHandle,
         upstreams: Arc<[Upstream]>,
@@ -130,20 +94,95 @@ impl Failover {
         control: ControlHandle,
         metrics: Metrics,
     ) -> Self {
-        Self {
-            budget: RetryBudget::new(cfg.budget_ratio, cfg.budget_min_per_second),
+        let budget = RetryBudget::new(cfg.budget_ratio, cfg.budget_min_per_second);
+        let shared = Shared {
             table,
             upstreams,
+            budget,
             cfg,
             control,
             metrics,
+        };
+        Self {
+            shared: Arc::new(shared),
         }
+    }
+}
+
+impl<S> Layer<S> for FailoverLayer {
+    type Service = Failover<S>;
+
+    fn layer(&self, inner: S) -> Failover<S> {
+        Failover {
+            shared: self.shared.clone(),
+            inner,
+        }
+    }
+}
+
+/// The one layer that retries: walks a [`ProxyCall`]'s chain through its inner
+/// attempt service. Cheap to clone (one `Arc` and the inner service).
+#[derive(Clone)]
+pub struct Failover<S = UpstreamService> {
+    shared: Arc<Shared>,
+    inner: S,
+}
+
+// === impl Failover ===
+
+impl<S> Service<ProxyCall> for Failover<S>
+where
+    S: Service<Attempt, Response = Served, Error = AttemptError> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+    type Response = Success;
+    type Error = Failure;
+    type Future = BoxFuture<'static, Result<Success, Failure>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        // Readiness is per upstream and decided inside the walk.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ProxyCall) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.run(call).await })
+    }
+}
+
+impl<S> Failover<S>
+where
+    S: Service<Attempt, Response = Served, Error = AttemptError> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+    /// The routing table handle (one lock-free `load()` per request).
+    pub fn table(&self) -> &RoutingTableHandle {
+        &self.shared.table
+    }
+
+    /// The upstream clients, by index.
+    pub fn upstreams(&self) -> &Arc<[Upstream]> {
+        &self.shared.upstreams
     }
 
     /// Sends the request along its chain until one upstream serves it.
-    pub async fn run(&self, call: Call<'_>) -> Result<Success, Failure> {
-        self.budget.deposit();
-        let table = self.table.load();
+    pub async fn run(&self, call: ProxyCall) -> Result<Success, Failure> {
+        let sh = &*self.shared;
+        sh.budget.deposit();
+        let attempt = Attempt {
+            upstream: 0,
+            suffix: call.suffix.clone(),
+            headers: call.headers.clone(),
+            body: call.body.clone(),
+            model: call
+                .facts
+                .model
+                .as_deref()
+                .zip(call.facts.model_span)
+                .map(|(m, s)| (Arc::from(m), s)),
+            stream: call.facts.stream,
+        };
+        let table = sh.table.load();
         let route_name = table.routes[call.route].name.clone();
         let now = Instant::now();
         let mut candidates: Vec<usize> = call
@@ -156,7 +195,7 @@ impl Failover {
             candidates = call.chain.iter().collect();
         }
         drop(table);
-        let max = self.cfg.max_attempts as usize;
+        let max = self.shared.cfg.max_attempts as usize;
         let mut errors: Vec<(usize, AttemptError)> = Vec::with_capacity(max.min(4));
         let mut tried: Vec<usize> = Vec::with_capacity(max.min(4));
         let mut throttled: Vec<usize> = Vec::new();
@@ -168,22 +207,28 @@ impl Failover {
                 break;
             };
             if attempts > 0 {
-                if !self.budget.try_withdraw() {
+                if !self.shared.budget.try_withdraw() {
                     budget_spent = true;
-                    self.metrics
+                    self.shared
+                        .metrics
                         .budget_exhausted
                         .with_label_values(&[&route_name])
                         .inc();
                     break;
                 }
-                self.metrics.retries.with_label_values(&[&route_name]).inc();
+                self.shared
+                    .metrics
+                    .retries
+                    .with_label_values(&[&route_name])
+                    .inc();
                 if let Some((prev, e)) = errors.last() {
-                    self.metrics
+                    self.shared
+                        .metrics
                         .failovers
                         .with_label_values(&[
                             &route_name,
-                            &self.upstreams[*prev].name,
-                            &self.upstreams[up].name,
+                            &self.shared.upstreams[*prev].name,
+                            &self.shared.upstreams[up].name,
                             e.reason,
                         ])
                         .inc();
@@ -192,8 +237,8 @@ impl Failover {
                 if visits > 0 {
                     tokio::time::sleep(backoff(
                         visits,
-                        self.cfg.backoff_base,
-                        self.cfg.backoff_max,
+                        self.shared.cfg.backoff_base,
+                        self.shared.cfg.backoff_max,
                     ))
                     .await;
                 }
@@ -201,7 +246,14 @@ impl Failover {
             attempts += 1;
             tried.push(up);
             let start = Instant::now();
-            let result = self.attempt(&self.upstreams[up], &call).await;
+            let result = self
+                .inner
+                .clone()
+                .oneshot(Attempt {
+                    upstream: up,
+                    ..attempt.clone()
+                })
+                .await;
             let ttfb = start.elapsed();
             match result {
                 Ok(served) => {
@@ -218,13 +270,14 @@ impl Failover {
                         Some(429) => {
                             throttled.push(up);
                             Verdict::Throttled(
-                                e.retry_after.map(|d| d.min(self.cfg.retry_after_max)),
+                                e.retry_after
+                                    .map(|d| d.min(self.shared.cfg.retry_after_max)),
                             )
                         }
                         _ => Verdict::Fail,
                     };
                     self.outcome(up, &call, verdict, Some(ttfb), e.reason);
-                    tracing::debug!(upstream = %self.upstreams[up].name, reason = e.reason, "attempt failed");
+                    tracing::debug!(upstream = %self.shared.upstreams[up].name, reason = e.reason, "attempt failed");
                     errors.push((up, e));
                 }
             }
@@ -235,16 +288,17 @@ impl Failover {
     fn outcome(
         &self,
         up: usize,
-        call: &Call<'_>,
+        call: &ProxyCall,
         verdict: Verdict,
         ttfb: Option<Duration>,
         label: &'static str,
     ) {
-        self.metrics
+        self.shared
+            .metrics
             .attempts
-            .with_label_values(&[&self.upstreams[up].name, label])
+            .with_label_values(&[&self.shared.upstreams[up].name, label])
             .inc();
-        self.control.report(Event::Outcome {
+        self.shared.control.report(Event::Outcome {
             upstream: up,
             route: call.route,
             verdict,
@@ -263,8 +317,8 @@ impl Failover {
         let summary: Vec<String> = errors
             .iter()
             .map(|(u, e)| match e.status {
-                Some(s) => format!("{}: HTTP {s}", self.upstreams[*u].name),
-                None => format!("{}: {}", self.upstreams[*u].name, e.reason),
+                Some(s) => format!("{}: HTTP {s}", self.shared.upstreams[*u].name),
+                None => format!("{}: {}", self.shared.upstreams[*u].name, e.reason),
             })
             .collect();
         let detail = if summary.is_empty() {
@@ -319,61 +373,6 @@ impl Failover {
             attempts,
         }
     }
-
-    async fn attempt(&self, up: &Upstream, call: &Call<'_>) -> Result<Served, AttemptError> {
-        let body = match (&call.facts.model, call.facts.model_span) {
-            (Some(m), Some(span)) if up.model_map.contains_key(m) => {
-                openai::with_model(call.body, span, up.map_model(m))
-            }
-            _ => call.body.clone(),
-        };
-        let req = up.post(call.suffix, call.headers, body);
-        let limit = if call.facts.stream {
-            up.timeouts.first_token
-        } else {
-            up.timeouts.headers
-        };
-        let deadline = Instant::now() + up.timeouts.total;
-        let rsp = match tokio::time::timeout(limit.min(up.timeouts.total), req.send()).await {
-            Err(_) => return Err(AttemptError::new("timeout")),
-            Ok(Err(e)) if e.is_timeout() => return Err(AttemptError::new("timeout")),
-            Ok(Err(e)) if e.is_connect() => return Err(AttemptError::new("connect_error")),
-            Ok(Err(_)) => return Err(AttemptError::new("connection_error")),
-            Ok(Ok(r)) => r,
-        };
-        let status = rsp.status();
-        if let Some(e) = classify(status, rsp.headers()) {
-            return Err(e);
-        }
-        let headers = visible_headers(rsp.headers());
-        let is_sse = rsp
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if status.is_success() && is_sse {
-            let first_deadline = Instant::now().max(deadline.min(Instant::now() + limit));
-            return prefetch(status, headers, rsp, first_deadline).await;
-        }
-        let body = match tokio::time::timeout_at(deadline, read_body(rsp)).await {
-            Err(_) => return Err(AttemptError::new("timeout")),
-            Ok(Err(reason)) => return Err(AttemptError::new(reason)),
-            Ok(Ok(b)) => b,
-        };
-        let mut usage = None;
-        if status.is_success() {
-            match openai::response_usage(&body) {
-                Ok(u) => usage = u,
-                Err(openai::NotJson) => return Err(AttemptError::new("invalid_response")),
-            }
-        }
-        Ok(Served::Complete {
-            status,
-            headers,
-            body,
-            usage,
-        })
-    }
 }
 
 /// Next candidate in round-robin order, skipping upstreams that said 429.
@@ -388,128 +387,9 @@ fn pick(candidates: &[usize], next: &mut usize, throttled: &[usize]) -> Option<u
     None
 }
 
-/// `Some` when the status means "move on"; `None` when the answer is final.
-fn classify(status: StatusCode, headers: &HeaderMap) -> Option<AttemptError> {
-    let code = status.as_u16();
-    let reason = match code {
-        429 => "http_429",
-        408 => "timeout",
-        401 | 403 | 404 => "http_4xx",
-        500..=599 => "http_5xx",
-        _ => return None,
-    };
-    let retry_after = headers
-        .get(axum::http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64);
-    Some(AttemptError {
-        reason,
-        retry_after,
-        status: Some(code),
-    })
-}
-
-fn visible_headers(h: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(4);
-    for (k, v) in h {
-        if crate::upstream::client_visible(k) {
-            out.append(k.clone(), v.clone());
-        }
-    }
-    out
-}
-
-async fn read_body(mut rsp: reqwest::Response) -> Result<Bytes, &'static str> {
-    let cap = rsp
-        .content_length()
-        .map_or(16 * 1024, |n| n.min(MAX_RESPONSE_BYTES as u64) as usize);
-    let mut first: Option<Bytes> = None;
-    let mut buf = BytesMut::new();
-    loop {
-        match rsp.chunk().await {
-            Ok(Some(c)) => {
-                if first.is_none() && buf.is_empty() {
-                    first = Some(c);
-                    continue;
-                }
-                if buf.is_empty() {
-                    buf.reserve(cap);
-                    if let Some(f) = first.take() {
-                        buf.extend_from_slice(&f);
-                    }
-                }
-                if buf.len() + c.len() > MAX_RESPONSE_BYTES {
-                    return Err("response_too_large");
-                }
-                buf.extend_from_slice(&c);
-            }
-            Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
-            Err(_) => return Err("reset"),
-        }
-    }
-}
-
-async fn prefetch(
-    status: StatusCode,
-    headers: HeaderMap,
-    rsp: reqwest::Response,
-    deadline: Instant,
-) -> Result<Served, AttemptError> {
-    let mut stream = rsp.bytes_stream().boxed();
-    let mut buf = BytesMut::new();
-    loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Err(_) => return Err(AttemptError::new("timeout")),
-            Ok(None) => return Err(AttemptError::new("reset")),
-            Ok(Some(Err(_))) => return Err(AttemptError::new("reset")),
-            Ok(Some(Ok(chunk))) => {
-                buf.extend_from_slice(&chunk);
-                if crate::stream::has_first_event(&buf) {
-                    return Ok(Served::Stream {
-                        status,
-                        headers,
-                        first: buf.freeze(),
-                        rest: stream,
-                    });
-                }
-                if buf.len() > MAX_PREFETCH {
-                    return Err(AttemptError::new("invalid_response"));
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classification() {
-        let h = HeaderMap::new();
-        for c in [400u16, 413, 415, 422, 200] {
-            assert!(
-                classify(StatusCode::from_u16(c).unwrap(), &h).is_none(),
-                "{c}"
-            );
-        }
-        for c in [401u16, 403, 404, 408, 429, 500, 502, 503, 504] {
-            assert!(
-                classify(StatusCode::from_u16(c).unwrap(), &h).is_some(),
-                "{c}"
-            );
-        }
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", "2".parse().unwrap());
-        assert_eq!(
-            classify(StatusCode::TOO_MANY_REQUESTS, &h)
-                .unwrap()
-                .retry_after,
-            Some(Duration::from_secs(2))
-        );
-    }
 
     #[test]
     fn pick_cycles_and_skips_throttled() {

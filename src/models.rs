@@ -41,7 +41,7 @@ pub fn client_model_names(app: &AppState, t: &RoutingTable) -> BTreeSet<String> 
 
 /// `GET /v1/models`.
 pub async fn list(State(app): State<Arc<AppState>>) -> Response {
-    let t = app.failover.table.load();
+    let t = app.failover.table().load();
     let data: Vec<_> = client_model_names(&app, &t)
         .into_iter()
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "turnout"}))

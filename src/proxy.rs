@@ -15,7 +15,7 @@ use crate::accounting::Finished;
 use crate::app::AppState;
 use crate::auth::ClientIdentity;
 use crate::error::ApiError;
-use crate::failover::{Call, Served};
+use crate::failover::{ProxyCall, Served};
 use crate::openai;
 use crate::stream::{SseRelay, StreamEnd};
 
@@ -57,7 +57,7 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
             "",
         );
     };
-    let table = app.failover.table.load();
+    let table = app.failover.table().load();
     let Some(route) = table.matcher.route_for(&model) else {
         return ctx.reject(ApiError::model_not_found(&model), "none", &model);
     };
@@ -79,17 +79,17 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         None => path.strip_prefix("/v1").unwrap_or(path).to_owned(),
     };
     let headers = crate::upstream::forward_headers(&parts.headers);
-    let call = Call {
+    let call = ProxyCall {
         route,
         chain,
         in_split,
-        suffix: &suffix,
-        headers: &headers,
-        body: &body,
-        facts: &facts,
+        suffix: suffix.into(),
+        headers: Arc::new(headers),
+        body,
+        facts,
     };
-    let result = app.failover.run(call).await;
-    let ups = &app.failover.upstreams;
+    let result = tower::ServiceExt::oneshot(app.failover.clone(), call).await;
+    let ups = &app.failover.upstreams();
     match result {
         Err(f) => {
             let up = f.upstream.map(|u| &ups[u]);
@@ -159,7 +159,7 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
                             started,
                             client_key: ctx_key(identity.as_ref()),
                         };
-                        let ups = &app2.failover.upstreams;
+                        let ups = &app2.failover.upstreams();
                         let (code, err) = match end {
                             StreamEnd::Completed => (200, None),
                             StreamEnd::ClientGone => (499, None),

@@ -67,7 +67,7 @@ pub(crate) struct Conn {
     pub app: Arc<AppState>,
     pub identity: Option<ClientIdentity>,
     /// Allowlisted handshake headers, sent upstream with every request.
-    pub headers: HeaderMap,
+    pub headers: Arc<HeaderMap>,
     /// `x-user-id` header, else `?user=`.
     pub split_key: Option<String>,
     /// `?model=`.
@@ -128,7 +128,7 @@ pub async fn upgrade(
         .filter(|v| !v.is_empty());
     let conn = Conn {
         identity,
-        headers: crate::upstream::forward_headers(&headers),
+        headers: Arc::new(crate::upstream::forward_headers(&headers)),
         split_key: header_user
             .map(str::to_owned)
             .or(params.user.filter(|u| !u.is_empty())),

@@ -188,7 +188,7 @@ pub(crate) async fn finish(
             in_split: p.in_split,
         });
     }
-    let ups = &conn.app.failover.upstreams;
+    let ups = &conn.app.failover.upstreams();
     let request_id = conn.request_id(&job.id);
     conn.app.accounting.record(&Finished {
         request_id: &request_id,

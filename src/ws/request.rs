@@ -21,7 +21,7 @@ use super::outcome::{End, Fail, Progress};
 use super::protocol;
 use super::Conn;
 use crate::error::ApiError;
-use crate::failover::{Call, Served};
+use crate::failover::{ProxyCall, Served};
 use crate::openai::{RequestFacts, Usage};
 
 /// How long a finished stream may take to reach EOF, so its upstream
@@ -123,7 +123,7 @@ async fn serve(
             return End::Failed(Fail::api(&ApiError::rate_limited(secs)));
         }
     }
-    let table = app.failover.table.load();
+    let table = app.failover.table().load();
     let Some(route) = table.matcher.route_for(&job.model) else {
         return End::Failed(Fail::api(&ApiError::model_not_found(&job.model)));
     };
@@ -137,16 +137,17 @@ async fn serve(
     p.primary = Some(table.routes[route].primary);
     p.in_split = in_split;
     drop(table);
-    let call = Call {
+    let call = ProxyCall {
         route,
         chain,
         in_split,
-        suffix: "/chat/completions",
-        headers: &conn.headers,
-        body: &job.body,
-        facts: &job.facts,
+        suffix: "/chat/completions".into(),
+        headers: conn.headers.clone(),
+        body: job.body.clone(),
+        facts: job.facts.clone(),
     };
-    let Some(result) = or_cancel(cancel, app.failover.run(call)).await else {
+    let walk = tower::ServiceExt::oneshot(app.failover.clone(), call);
+    let Some(result) = or_cancel(cancel, walk).await else {
         return End::Cancelled;
     };
     let s = match result {
@@ -158,7 +159,7 @@ async fn serve(
         Ok(s) => s,
     };
     p.upstream = Some(s.upstream);
-    p.upstream_name = Some(app.failover.upstreams[s.upstream].name.clone());
+    p.upstream_name = Some(app.failover.upstreams()[s.upstream].name.clone());
     p.attempts = s.attempts;
     p.ttft = Some(s.ttfb);
     match s.served {
@@ -174,7 +175,7 @@ async fn serve(
             end
         }
         Served::Stream { first, rest, .. } => {
-            let idle = app.failover.upstreams[s.upstream].timeouts.idle;
+            let idle = app.failover.upstreams()[s.upstream].timeouts.idle;
             let _active = ActiveStream::new(conn);
             relay(out, job, cancel, p, first, rest, idle).await
         }

@@ -1,0 +1,296 @@
+//! One try on one upstream, as a tower `Service`: the leaf of the stack that
+//! failover wraps. It sends the request with this upstream's key and model
+//! name, applies the per-upstream timeouts, and says whether the answer is
+//! final (`Served`) or a reason to move on (`AttemptError`). For streams it
+//! answers only once the first SSE event has arrived.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use crate::openai::{self, Usage};
+use crate::upstream::Upstream;
+
+/// Largest non-streaming upstream body read into memory.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest prefix of a stream buffered while waiting for its first event.
+const MAX_PREFETCH: usize = 1024 * 1024;
+
+/// One try: which upstream, and the request as the client sent it.
+#[derive(Clone)]
+pub struct Attempt {
+    /// Upstream index.
+    pub upstream: usize,
+    /// Client path after `/v1`, with its query.
+    pub suffix: Arc<str>,
+    /// Allowlisted client headers.
+    pub headers: Arc<HeaderMap>,
+    /// The client's body (cheap to clone per attempt).
+    pub body: Bytes,
+    /// The client's model name and the byte span of its value, for `model_map`.
+    pub model: Option<(Arc<str>, (usize, usize))>,
+    /// The client asked for a stream.
+    pub stream: bool,
+}
+
+/// What an upstream answered, ready for the client.
+pub enum Served {
+    /// A whole body (non-streaming, or a final non-success answer).
+    Complete {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        usage: Option<Usage>,
+    },
+    /// An SSE stream whose first event has arrived.
+    Stream {
+        status: StatusCode,
+        headers: HeaderMap,
+        first: Bytes,
+        rest: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+    },
+}
+
+/// Why an attempt moved on.
+#[derive(Debug, Clone)]
+pub struct AttemptError {
+    /// Short reason word (metric label).
+    pub reason: &'static str,
+    /// The upstream's `Retry-After`, if any.
+    pub retry_after: Option<Duration>,
+    /// The upstream's status, when it answered.
+    pub status: Option<u16>,
+}
+
+impl AttemptError {
+    /// An error without status.
+    pub fn new(reason: &'static str) -> Self {
+        Self {
+            reason,
+            retry_after: None,
+            status: None,
+        }
+    }
+}
+
+/// The leaf service: sends an [`Attempt`] to its upstream.
+#[derive(Clone)]
+pub struct UpstreamService {
+    upstreams: Arc<[Upstream]>,
+}
+
+impl UpstreamService {
+    /// Over the configured upstream clients.
+    pub fn new(upstreams: Arc<[Upstream]>) -> Self {
+        Self { upstreams }
+    }
+}
+
+// === impl UpstreamService ===
+
+impl tower::Service<Attempt> for UpstreamService {
+    type Response = Served;
+    type Error = AttemptError;
+    type Future = BoxFuture<'static, Result<Served, AttemptError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), AttemptError>> {
+        // The pooled HTTP client has no readiness to wait for.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, a: Attempt) -> Self::Future {
+        let upstreams = self.upstreams.clone();
+        Box::pin(async move {
+            match upstreams.get(a.upstream) {
+                Some(up) => send(up, a).await,
+                None => Err(AttemptError::new("unknown_upstream")),
+            }
+        })
+    }
+}
+
+async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
+    let body = match &a.model {
+        Some((m, span)) if up.model_map.contains_key(&**m) => {
+            openai::with_model(&a.body, *span, up.map_model(m))
+        }
+        _ => a.body,
+    };
+    let req = up.post(&a.suffix, &a.headers, body);
+    let limit = if a.stream {
+        up.timeouts.first_token
+    } else {
+        up.timeouts.headers
+    };
+    let deadline = Instant::now() + up.timeouts.total;
+    let rsp = match tokio::time::timeout(limit.min(up.timeouts.total), req.send()).await {
+        Err(_) => return Err(AttemptError::new("timeout")),
+        Ok(Err(e)) if e.is_timeout() => return Err(AttemptError::new("timeout")),
+        Ok(Err(e)) if e.is_connect() => return Err(AttemptError::new("connect_error")),
+        Ok(Err(_)) => return Err(AttemptError::new("connection_error")),
+        Ok(Ok(r)) => r,
+    };
+    let status = rsp.status();
+    if let Some(e) = classify(status, rsp.headers()) {
+        return Err(e);
+    }
+    let headers = visible_headers(rsp.headers());
+    let is_sse = rsp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if status.is_success() && is_sse {
+        let first_deadline = Instant::now().max(deadline.min(Instant::now() + limit));
+        return prefetch(status, headers, rsp, first_deadline).await;
+    }
+    let body = match tokio::time::timeout_at(deadline, read_body(rsp)).await {
+        Err(_) => return Err(AttemptError::new("timeout")),
+        Ok(Err(reason)) => return Err(AttemptError::new(reason)),
+        Ok(Ok(b)) => b,
+    };
+    let mut usage = None;
+    if status.is_success() {
+        match openai::response_usage(&body) {
+            Ok(u) => usage = u,
+            Err(openai::NotJson) => return Err(AttemptError::new("invalid_response")),
+        }
+    }
+    Ok(Served::Complete {
+        status,
+        headers,
+        body,
+        usage,
+    })
+}
+
+/// `Some` when the status means "move on"; `None` when the answer is final.
+fn classify(status: StatusCode, headers: &HeaderMap) -> Option<AttemptError> {
+    let code = status.as_u16();
+    let reason = match code {
+        429 => "http_429",
+        408 => "timeout",
+        401 | 403 | 404 => "http_4xx",
+        500..=599 => "http_5xx",
+        _ => return None,
+    };
+    let retry_after = headers
+        .get(axum::http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    Some(AttemptError {
+        reason,
+        retry_after,
+        status: Some(code),
+    })
+}
+
+fn visible_headers(h: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(4);
+    for (k, v) in h {
+        if crate::upstream::client_visible(k) {
+            out.append(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+async fn read_body(mut rsp: reqwest::Response) -> Result<Bytes, &'static str> {
+    let cap = rsp
+        .content_length()
+        .map_or(16 * 1024, |n| n.min(MAX_RESPONSE_BYTES as u64) as usize);
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    loop {
+        match rsp.chunk().await {
+            Ok(Some(c)) => {
+                if first.is_none() && buf.is_empty() {
+                    first = Some(c);
+                    continue;
+                }
+                if buf.is_empty() {
+                    buf.reserve(cap);
+                    if let Some(f) = first.take() {
+                        buf.extend_from_slice(&f);
+                    }
+                }
+                if buf.len() + c.len() > MAX_RESPONSE_BYTES {
+                    return Err("response_too_large");
+                }
+                buf.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
+            Err(_) => return Err("reset"),
+        }
+    }
+}
+
+async fn prefetch(
+    status: StatusCode,
+    headers: HeaderMap,
+    rsp: reqwest::Response,
+    deadline: Instant,
+) -> Result<Served, AttemptError> {
+    let mut stream = rsp.bytes_stream().boxed();
+    let mut buf = BytesMut::new();
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => return Err(AttemptError::new("timeout")),
+            Ok(None) => return Err(AttemptError::new("reset")),
+            Ok(Some(Err(_))) => return Err(AttemptError::new("reset")),
+            Ok(Some(Ok(chunk))) => {
+                buf.extend_from_slice(&chunk);
+                if crate::stream::has_first_event(&buf) {
+                    return Ok(Served::Stream {
+                        status,
+                        headers,
+                        first: buf.freeze(),
+                        rest: stream,
+                    });
+                }
+                if buf.len() > MAX_PREFETCH {
+                    return Err(AttemptError::new("invalid_response"));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        let h = HeaderMap::new();
+        for c in [400u16, 413, 415, 422, 200] {
+            assert!(
+                classify(StatusCode::from_u16(c).unwrap(), &h).is_none(),
+                "{c}"
+            );
+        }
+        for c in [401u16, 403, 404, 408, 429, 500, 502, 503, 504] {
+            assert!(
+                classify(StatusCode::from_u16(c).unwrap(), &h).is_some(),
+                "{c}"
+            );
+        }
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, &h)
+                .unwrap()
+                .retry_after,
+            Some(Duration::from_secs(2))
+        );
+    }
+}
