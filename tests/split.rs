@@ -323,3 +323,19 @@ async fn operator_scripts_change_and_roll_back_shares() {
     .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn a_corrupt_state_file_starts_on_config_values_and_is_kept() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let state = temp_state();
+    std::fs::write(&state, b"{ not json").unwrap();
+    let h = start_with(&split_config(&a, &b, 10.0, ""), secrets(), state.clone()).await;
+    assert_eq!(h.status().await["routes"][0]["split"]["percentage"], 10.0);
+    let mut kept = state.clone().into_os_string();
+    kept.push(".corrupt");
+    assert_eq!(std::fs::read(&kept).unwrap(), b"{ not json");
+    // The next change writes a valid file again.
+    assert_eq!(set_split(&h, 20.into()).await.status(), 200);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(v["routes"]["chat"]["percentage"], 20.0);
+}
