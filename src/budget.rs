@@ -121,6 +121,21 @@ mod tests {
         assert!(b.available() <= CAP);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn backoff_grows_then_caps_in_paused_time() {
+        let (base, max) = (Duration::from_millis(50), Duration::from_secs(2));
+        for n in 1..12 {
+            let start = Instant::now();
+            tokio::time::sleep(backoff(n, base, max)).await;
+            let waited = start.elapsed();
+            let ceiling = base.saturating_mul(1 << (n - 1)).min(max);
+            assert!(
+                waited <= ceiling + Duration::from_millis(1),
+                "try {n}: {waited:?} > {ceiling:?}"
+            );
+        }
+    }
+
     #[test]
     fn backoff_is_bounded() {
         for n in 1..40 {
