@@ -142,12 +142,15 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
         return Err(e);
     }
     let headers = visible_headers(rsp.headers());
-    let is_sse = rsp
+    let content_type = rsp
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if status.is_success() && is_sse {
+        .unwrap_or("");
+    // A body declared (or defaulting to) JSON must be JSON; other types (audio,
+    // text) pass through unchecked.
+    let json = content_type.is_empty() || content_type.contains("json");
+    if status.is_success() && content_type.starts_with("text/event-stream") {
         let first_deadline = Instant::now().max(deadline.min(Instant::now() + limit));
         return prefetch(status, headers, rsp, first_deadline).await;
     }
@@ -157,7 +160,7 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
         Ok(Ok(b)) => b,
     };
     let mut usage = None;
-    if status.is_success() {
+    if status.is_success() && json {
         match openai::response_usage(&body) {
             Ok(u) => usage = u,
             Err(openai::NotJson) => return Err(AttemptError::new("invalid_response")),

@@ -49,6 +49,8 @@ async fn json_and_sse_bodies_pass_through_byte_for_byte() {
     for (ct, body, stream) in [
         ("application/json", JSON, false),
         ("text/event-stream", SSE, true),
+        // Not JSON and not declared as JSON (e.g. audio): passed through unchecked.
+        ("audio/mpeg", b"\xff\xfb\x90\x00ID3-binary", false),
     ] {
         let base = fixed_upstream(ct, body).await;
         let yaml = format!(
