@@ -186,8 +186,14 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
                             err,
                         );
                     });
-                    let relay =
-                        SseRelay::new(first, rest, up.timeouts.idle, up.name.clone(), on_end);
+                    let relay = SseRelay::new(
+                        first,
+                        rest,
+                        up.timeouts.idle,
+                        started + up.timeouts.total,
+                        up.name.clone(),
+                        on_end,
+                    );
                     let mut rsp = Response::new(Body::from_stream(relay));
                     *rsp.status_mut() = status;
                     *rsp.headers_mut() = headers;

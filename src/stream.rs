@@ -152,11 +152,13 @@ pub enum StreamEnd {
 pub type OnEnd = Box<dyn FnOnce(StreamEnd, Option<Usage>) + Send>;
 
 /// The body sent to the client: prefetched bytes, then the upstream's chunks,
-/// under an idle timeout, ending in an error event if the upstream fails.
+/// under an idle timeout and the upstream's total deadline, ending in an error
+/// event if the upstream fails.
 pub struct SseRelay {
     first: Option<Bytes>,
     rest: BoxStream<'static, Result<Bytes, reqwest::Error>>,
     idle: Duration,
+    deadline: Instant,
     timer: Pin<Box<Sleep>>,
     scanner: SseScanner,
     upstream: std::sync::Arc<str>,
@@ -170,6 +172,7 @@ impl SseRelay {
         first: Bytes,
         rest: BoxStream<'static, Result<Bytes, reqwest::Error>>,
         idle: Duration,
+        deadline: Instant,
         upstream: std::sync::Arc<str>,
         on_end: OnEnd,
     ) -> Self {
@@ -179,7 +182,10 @@ impl SseRelay {
             first: Some(first),
             rest,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until(
+                (Instant::now() + idle).min(deadline),
+            )),
             scanner,
             upstream,
             on_end: Some(on_end),
@@ -223,8 +229,8 @@ impl Stream for SseRelay {
         match this.rest.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.scanner.feed(&chunk);
-                let deadline = Instant::now() + this.idle;
-                this.timer.as_mut().reset(deadline);
+                let next = (Instant::now() + this.idle).min(this.deadline);
+                this.timer.as_mut().reset(next);
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -246,6 +252,9 @@ impl Stream for SseRelay {
                 }
             }
             Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) if Instant::now() >= this.deadline => Poll::Ready(Some(Ok(
+                    this.error_event("total_timeout", "the stream exceeded the total timeout")
+                ))),
                 Poll::Ready(()) => Poll::Ready(Some(Ok(
                     this.error_event("idle_timeout", "no data within the idle timeout")
                 ))),

@@ -355,3 +355,30 @@ async fn health_flips_are_alerted_once_each() {
     assert!(alerts[0]["text"].as_str().unwrap().contains("unhealthy"));
     drop(h);
 }
+
+#[tokio::test]
+async fn a_stream_longer_than_the_total_timeout_ends_with_an_error_event() {
+    let (a, b) = pair().await;
+    let h = start(&pair_config(
+        &a,
+        &b,
+        "health: {enabled: false}, timeouts: {total: 400ms}",
+    ))
+    .await;
+    let body = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-mock-chunks", "100")
+        .header("x-mock-chunk-delay", "50ms")
+        .body(r#"{"model":"gpt-4.1","stream":true,"messages":[]}"#)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let data = sse_data(&body);
+    assert!(data.len() > 2, "{body}");
+    assert!(data.last().unwrap().contains("total timeout"), "{body}");
+    assert!(!data.iter().any(|d| d == "[DONE]"));
+}
