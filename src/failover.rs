@@ -207,7 +207,12 @@ where
                 break;
             };
             if attempts > 0 {
-                if !self.shared.budget.try_withdraw() {
+                // A user moved by the split whose request failed on the target goes
+                // back to the primary for free: a migration must not cost users
+                // errors, and this retry only returns load to where it was.
+                let split_fallback =
+                    call.in_split && attempts == 1 && tried.first() == call.chain.get(0).as_ref();
+                if !split_fallback && !self.shared.budget.try_withdraw() {
                     budget_spent = true;
                     self.shared
                         .metrics
