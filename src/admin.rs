@@ -163,11 +163,13 @@ async fn change(app: &AppState, route: &str, pct: f64, trigger: Trigger) -> Resp
         Err(e) => return e.into_response(),
     };
     match app.control.set_split(idx, pct, trigger).await {
-        Some(view) => {
+        Some((view, persisted)) => {
             let t = app.failover.table().load();
             let mut v = split_json(&t, &view);
             v["route"] = json!(route);
             v["previous_percentage"] = json!(before);
+            // In force either way; `false` means it will not survive a restart.
+            v["persisted"] = json!(persisted);
             axum::Json(v).into_response()
         }
         None => ApiError::internal("The control task is not running.").into_response(),

@@ -69,7 +69,7 @@ pub enum Event {
         route: usize,
         percentage: f64,
         trigger: Trigger,
-        reply: oneshot::Sender<Option<SplitView>>,
+        reply: oneshot::Sender<Option<(SplitView, bool)>>,
     },
 }
 
@@ -96,7 +96,7 @@ impl ControlHandle {
         route: usize,
         percentage: f64,
         trigger: Trigger,
-    ) -> Option<SplitView> {
+    ) -> Option<(SplitView, bool)> {
         let (reply, rx) = oneshot::channel();
         self.send(Event::SetSplit {
             route,
@@ -125,6 +125,8 @@ pub struct Control {
     alerts: Alerts,
     rx: mpsc::Receiver<Event>,
     wall_offset: (Instant, SystemTime),
+    /// Whether the last override was written to `state_path`.
+    persisted: bool,
 }
 
 impl Control {
@@ -183,6 +185,7 @@ impl Control {
             alerts,
             rx,
             wall_offset: (now, SystemTime::now()),
+            persisted: true,
             table: RoutingTableHandle::new(RoutingTable {
                 routes: vec![],
                 upstreams: vec![],
@@ -394,6 +397,7 @@ impl Control {
                 reply,
             } => {
                 let view = self.set_share(route, percentage, trigger, None);
+                let view = view.map(|v| (v, self.persisted));
                 let _ = reply.send(view);
                 true
             }
@@ -472,9 +476,13 @@ impl Control {
                 updated_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             },
         );
-        if let Err(e) = self.overrides.save(&self.cfg.state_path) {
-            tracing::error!(path = %self.cfg.state_path.display(), "cannot persist split override: {e}");
-        }
+        self.persisted = match self.overrides.save(&self.cfg.state_path) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(path = %self.cfg.state_path.display(), "cannot persist split override: {e}");
+                false
+            }
+        };
         tracing::info!(route = %name, before, after, trigger = trigger.as_str(), "split changed");
         if matches!(trigger, Trigger::Manual | Trigger::Auto) {
             self.metrics

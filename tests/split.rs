@@ -339,3 +339,25 @@ async fn a_corrupt_state_file_starts_on_config_values_and_is_kept() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     assert_eq!(v["routes"]["chat"]["percentage"], 20.0);
 }
+
+#[tokio::test]
+async fn a_change_that_cannot_be_persisted_says_so() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let h = start(&split_config(&a, &b, 10.0, "")).await;
+    let ok: serde_json::Value = set_split(&h, 20.into()).await.json().await.unwrap();
+    assert_eq!(ok["persisted"], true);
+    let dir = std::env::temp_dir().join(format!("turnout-missing-{}", fastrand::u64(..)));
+    let h = start_with(
+        &split_config(&a, &b, 10.0, ""),
+        secrets(),
+        dir.join("state.json"),
+    )
+    .await;
+    let rsp = set_split(&h, 20.into()).await;
+    assert_eq!(rsp.status(), 200);
+    let v: serde_json::Value = rsp.json().await.unwrap();
+    assert_eq!(
+        (v["percentage"].as_f64(), v["persisted"].as_bool()),
+        (Some(20.0), Some(false))
+    );
+}
