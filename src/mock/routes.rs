@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::body::{self, Head};
 use super::fault::{error_response, json_with_fault};
-use super::prelude::{prelude, script_for};
+use super::prelude::{prelude, script_for, Overrides};
 use super::state::{Flight, Kind, Shared};
 use super::stream::{sse_body, Plan};
 use super::{Fault, FaultScope};
@@ -92,17 +92,28 @@ struct Message {
     content: Value,
 }
 
+/// The common opening of an inference request: record it, apply the
+/// per-request overrides and faults, parse its JSON body.
+async fn begin<T: serde::de::DeserializeOwned>(
+    s: &Arc<Shared>,
+    path: &str,
+    h: &HeaderMap,
+    raw: &Bytes,
+) -> Result<(Flight, Overrides, T), Response> {
+    s.record(path, h, raw);
+    let mut flight = Flight::new(s);
+    let ov = prelude(s, h, Kind::Inference, &mut flight).await?;
+    match serde_json::from_slice(raw) {
+        Ok(req) => Ok((flight, ov, req)),
+        Err(e) => Err(bad_body(&mut flight, &e)),
+    }
+}
+
 async fn chat(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -> Response {
     s.counters.chat.fetch_add(1, Relaxed);
-    s.record("/v1/chat/completions", &h, &raw);
-    let mut flight = Flight::new(&s);
-    let ov = match prelude(&s, &h, Kind::Inference, &mut flight).await {
-        Ok(ov) => ov,
+    let (flight, ov, req) = match begin::<ChatRequest>(&s, "/v1/chat/completions", &h, &raw).await {
+        Ok(v) => v,
         Err(resp) => return resp,
-    };
-    let req: ChatRequest = match serde_json::from_slice(&raw) {
-        Ok(r) => r,
-        Err(e) => return bad_body(&mut flight, &e),
     };
     let chars: usize = req.messages.iter().map(|m| content_chars(&m.content)).sum();
     let prompt = body::tokens_for(chars);
@@ -150,15 +161,9 @@ struct InputRequest {
 
 async fn embeddings(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -> Response {
     s.counters.embeddings.fetch_add(1, Relaxed);
-    s.record("/v1/embeddings", &h, &raw);
-    let mut flight = Flight::new(&s);
-    let ov = match prelude(&s, &h, Kind::Inference, &mut flight).await {
-        Ok(ov) => ov,
+    let (mut flight, ov, req) = match begin::<InputRequest>(&s, "/v1/embeddings", &h, &raw).await {
+        Ok(v) => v,
         Err(resp) => return resp,
-    };
-    let req: InputRequest = match serde_json::from_slice(&raw) {
-        Ok(r) => r,
-        Err(e) => return bad_body(&mut flight, &e),
     };
     let inputs = texts(&req.input);
     if inputs.is_empty() {
@@ -170,15 +175,9 @@ async fn embeddings(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -> R
 }
 
 async fn completions(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -> Response {
-    s.record("/v1/completions", &h, &raw);
-    let mut flight = Flight::new(&s);
-    let ov = match prelude(&s, &h, Kind::Inference, &mut flight).await {
-        Ok(ov) => ov,
+    let (mut flight, ov, req) = match begin::<InputRequest>(&s, "/v1/completions", &h, &raw).await {
+        Ok(v) => v,
         Err(resp) => return resp,
-    };
-    let req: InputRequest = match serde_json::from_slice(&raw) {
-        Ok(r) => r,
-        Err(e) => return bad_body(&mut flight, &e),
     };
     if req.stream.unwrap_or(false) {
         flight.finish();
