@@ -11,12 +11,13 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
-use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use hyper::body::Body;
 use tokio::time::Instant;
 
 use crate::openai::{self, Usage};
-use crate::upstream::Upstream;
+use crate::upstream::{BodyStream, Incoming, Upstream};
 
 /// Largest non-streaming upstream body read into memory.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -54,7 +55,7 @@ pub enum Served {
         status: StatusCode,
         headers: HeaderMap,
         first: Bytes,
-        rest: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+        rest: BodyStream,
     },
 }
 
@@ -123,18 +124,19 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
         }
         _ => a.body,
     };
-    let req = up.post(&a.suffix, &a.headers, body);
+    let req = match up.post(&a.suffix, &a.headers, body) {
+        Ok(r) => r,
+        Err(_) => return Err(AttemptError::new("invalid_url")),
+    };
     let limit = if a.stream {
         up.timeouts.first_token
     } else {
         up.timeouts.headers
     };
     let deadline = Instant::now() + up.timeouts.total;
-    let rsp = match tokio::time::timeout(limit.min(up.timeouts.total), req.send()).await {
+    let rsp = match tokio::time::timeout(limit.min(up.timeouts.total), req).await {
         Err(_) => return Err(AttemptError::new("timeout")),
-        Ok(Err(e)) if e.is_timeout() => return Err(AttemptError::new("timeout")),
-        Ok(Err(e)) if e.is_connect() => return Err(AttemptError::new("connect_error")),
-        Ok(Err(_)) => return Err(AttemptError::new("connection_error")),
+        Ok(Err(e)) => return Err(AttemptError::new(crate::upstream::send_error_reason(&e))),
         Ok(Ok(r)) => r,
     };
     let status = rsp.status();
@@ -152,9 +154,9 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
     let json = content_type.is_empty() || content_type.contains("json");
     if status.is_success() && content_type.starts_with("text/event-stream") {
         let first_deadline = Instant::now().max(deadline.min(Instant::now() + limit));
-        return prefetch(status, headers, rsp, first_deadline).await;
+        return prefetch(status, headers, rsp.into_body(), first_deadline).await;
     }
-    let body = match tokio::time::timeout_at(deadline, read_body(rsp)).await {
+    let body = match tokio::time::timeout_at(deadline, read_body(rsp.into_body())).await {
         Err(_) => return Err(AttemptError::new("timeout")),
         Ok(Err(reason)) => return Err(AttemptError::new(reason)),
         Ok(Ok(b)) => b,
@@ -207,15 +209,18 @@ fn visible_headers(h: &HeaderMap) -> HeaderMap {
     out
 }
 
-async fn read_body(mut rsp: reqwest::Response) -> Result<Bytes, &'static str> {
+async fn read_body(mut rsp: Incoming) -> Result<Bytes, &'static str> {
     let cap = rsp
-        .content_length()
+        .size_hint()
+        .exact()
         .map_or(16 * 1024, |n| n.min(MAX_RESPONSE_BYTES as u64) as usize);
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
-        match rsp.chunk().await {
-            Ok(Some(c)) => {
+        match rsp.frame().await.transpose() {
+            Ok(Some(frame)) => {
+                // Trailers (HTTP/2) carry nothing a client of this API reads.
+                let Ok(c) = frame.into_data() else { continue };
                 if first.is_none() && buf.is_empty() {
                     first = Some(c);
                     continue;
@@ -240,10 +245,10 @@ async fn read_body(mut rsp: reqwest::Response) -> Result<Bytes, &'static str> {
 async fn prefetch(
     status: StatusCode,
     headers: HeaderMap,
-    rsp: reqwest::Response,
+    rsp: Incoming,
     deadline: Instant,
 ) -> Result<Served, AttemptError> {
-    let mut stream = rsp.bytes_stream().boxed();
+    let mut stream: BodyStream = rsp.into_data_stream().boxed();
     let mut buf = BytesMut::new();
     loop {
         match tokio::time::timeout_at(deadline, stream.next()).await {

@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
@@ -156,7 +155,7 @@ pub type OnEnd = Box<dyn FnOnce(StreamEnd, Option<Usage>) + Send>;
 /// event if the upstream fails.
 pub struct SseRelay {
     first: Option<Bytes>,
-    rest: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+    rest: crate::upstream::BodyStream,
     idle: Duration,
     deadline: Instant,
     timer: Pin<Box<Sleep>>,
@@ -170,7 +169,7 @@ impl SseRelay {
     /// Wraps an upstream stream whose first bytes were already read.
     pub fn new(
         first: Bytes,
-        rest: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+        rest: crate::upstream::BodyStream,
         idle: Duration,
         deadline: Instant,
         upstream: std::sync::Arc<str>,

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::Response;
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::control::{ControlHandle, Event};
 use crate::metrics::Metrics;
-use crate::upstream::Upstream;
+use crate::upstream::{Incoming, Upstream};
 
 /// Largest `/models` body read for the model list.
 const MAX_MODELS_BODY: usize = 4 * 1024 * 1024;
@@ -87,7 +89,7 @@ pub async fn probe(
         format!("/{path}")
     };
     let fut = async {
-        let rsp = up.get(&path).send().await.ok()?;
+        let rsp = up.get(&path).ok()?.await.ok()?;
         if !rsp.status().is_success() {
             return Some((false, None));
         }
@@ -106,9 +108,13 @@ pub async fn probe(
     }
 }
 
-async fn read_limited(mut rsp: reqwest::Response, limit: usize) -> Option<Vec<u8>> {
+async fn read_limited(rsp: Response<Incoming>, limit: usize) -> Option<Vec<u8>> {
+    let mut body = rsp.into_body();
     let mut buf = Vec::new();
-    while let Some(chunk) = rsp.chunk().await.ok()? {
+    while let Some(frame) = body.frame().await.transpose().ok()? {
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
         if buf.len() + chunk.len() > limit {
             return None;
         }

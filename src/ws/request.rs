@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use axum::extract::ws::Message;
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -195,7 +194,7 @@ async fn send(
     }
 }
 
-type Upstream = BoxStream<'static, Result<Bytes, reqwest::Error>>;
+type Upstream = crate::upstream::BodyStream;
 
 /// Upstream SSE → `delta` messages until `[DONE]`, a failure, or a cancel.
 async fn relay(

@@ -4,10 +4,16 @@
 //! cookies) and hop-by-hop headers never reach an upstream: only the headers on
 //! the allowlist are copied, and the upstream's own key is added.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Once};
+mod client;
 
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use bytes::Bytes;
+use http_body_util::Full;
+
+pub use client::{install_crypto, send_error_reason, BodyStream, HttpClient, Incoming, SendError};
 
 use crate::config::{PriceConfig, Secret, TimeoutsConfig, UpstreamConfig};
 
@@ -19,7 +25,7 @@ pub struct Upstream {
     /// `base_url` without a trailing slash.
     pub base_url: String,
     /// Pooled keep-alive client with this upstream's connect timeout.
-    pub client: reqwest::Client,
+    client: HttpClient,
     auth: Option<HeaderValue>,
     /// Client model name → this upstream's name.
     pub model_map: HashMap<String, String>,
@@ -28,12 +34,15 @@ pub struct Upstream {
     /// USD per 1M tokens by model (`*` = default).
     pub pricing: HashMap<String, PriceConfig>,
     /// URLs of the usual endpoints, parsed once (see [`PARSED_SUFFIXES`]).
-    parsed: Vec<(&'static str, reqwest::Url)>,
+    parsed: Vec<(&'static str, Uri)>,
 }
 
+/// A response head is on its way (or the send failed).
+pub type ResponseFuture = hyper_util::client::legacy::ResponseFuture;
+
 /// Endpoints whose full URL is parsed at start: an attempt then clones a
-/// `Url` instead of parsing a string (URL parsing was ~4 % of the
-/// instructions of a proxied request). Other paths are parsed per request.
+/// `Uri` (reference-counted parts) instead of parsing a string. Other paths
+/// are parsed per request.
 const PARSED_SUFFIXES: [&str; 5] = [
     "/chat/completions",
     "/completions",
@@ -42,30 +51,13 @@ const PARSED_SUFFIXES: [&str; 5] = [
     "/models",
 ];
 
-static CRYPTO: Once = Once::new();
-
-/// Installs rustls' `ring` provider once (reqwest is built without a provider of its own).
-pub fn install_crypto() {
-    CRYPTO.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 impl Upstream {
     /// Builds the client. `base_url` is resolved (a simulated upstream's address is known only at start).
     pub fn new(cfg: &UpstreamConfig, base_url: &str, key: Option<&Secret>) -> Result<Self, String> {
-        install_crypto();
-        let client = reqwest::Client::builder()
-            .connect_timeout(cfg.timeouts.connect)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
-            // Turnout is the only layer that retries, and it ignores proxy env vars
-            // (a server's HTTP(S)_PROXY is usually meant for other tools): see README.
-            .retry(reqwest::retry::never())
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        // Turnout is the only layer that retries; redirects are not followed and
+        // proxy env vars are ignored (a server's HTTP(S)_PROXY is usually meant
+        // for other tools): see README.
+        let client = client::build(cfg.timeouts.connect)
             .map_err(|e| format!("upstream {}: cannot build HTTP client: {e}", cfg.name))?;
         let auth = match key {
             Some(k) => {
@@ -84,7 +76,7 @@ impl Upstream {
         let base_url = base_url.trim_end_matches('/').to_owned();
         let parsed = PARSED_SUFFIXES
             .iter()
-            .filter_map(|&s| Some((s, reqwest::Url::parse(&format!("{base_url}{s}")).ok()?)))
+            .filter_map(|&s| Some((s, Uri::try_from(format!("{base_url}{s}")).ok()?)))
             .collect();
         Ok(Self {
             name: cfg.name.as_str().into(),
@@ -106,42 +98,40 @@ impl Upstream {
         u
     }
 
-    /// A POST with the allowlisted client headers, this upstream's key and the body.
+    /// Sends a POST with the allowlisted client headers, this upstream's key and the body.
     pub fn post(
         &self,
         suffix: &str,
         headers: &HeaderMap,
-        body: bytes::Bytes,
-    ) -> reqwest::RequestBuilder {
-        let mut h = headers.clone();
+        body: Bytes,
+    ) -> Result<ResponseFuture, axum::http::Error> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self.uri(suffix)?;
+        let h = req.headers_mut();
+        h.clone_from(headers);
         if let Some(a) = &self.auth {
             h.insert(header::AUTHORIZATION, a.clone());
         }
-        let rb = match self.parsed_url(suffix) {
-            Some(url) => self.client.post(url.clone()),
-            None => self.client.post(self.url(suffix)),
-        };
-        rb.headers(h).body(body)
+        Ok(self.client.request(req))
     }
 
-    /// The pre-parsed URL of a usual endpoint.
-    fn parsed_url(&self, suffix: &str) -> Option<&reqwest::Url> {
-        self.parsed
-            .iter()
-            .find(|(s, _)| *s == suffix)
-            .map(|(_, u)| u)
-    }
-
-    /// A GET (health probe, model list) with this upstream's key.
-    pub fn get(&self, suffix: &str) -> reqwest::RequestBuilder {
-        let mut rb = match self.parsed_url(suffix) {
-            Some(url) => self.client.get(url.clone()),
-            None => self.client.get(self.url(suffix)),
-        };
+    /// Sends a GET (health probe, model list) with this upstream's key.
+    pub fn get(&self, suffix: &str) -> Result<ResponseFuture, axum::http::Error> {
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = self.uri(suffix)?;
         if let Some(a) = &self.auth {
-            rb = rb.header(header::AUTHORIZATION, a.clone());
+            req.headers_mut().insert(header::AUTHORIZATION, a.clone());
         }
-        rb
+        Ok(self.client.request(req))
+    }
+
+    /// The full URI of an endpoint: pre-parsed for the usual ones.
+    fn uri(&self, suffix: &str) -> Result<Uri, axum::http::Error> {
+        match self.parsed.iter().find(|(s, _)| *s == suffix) {
+            Some((_, u)) => Ok(u.clone()),
+            None => Ok(Uri::try_from(self.url(suffix))?),
+        }
     }
 
     /// The model name this upstream knows for a client's model name.
