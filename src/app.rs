@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -41,6 +40,7 @@ use crate::config::{Config, Secrets};
 use crate::control::{Control, ControlHandle};
 use crate::error::ApiError;
 use crate::failover::{Failover, FailoverLayer, UpstreamService};
+use crate::gate::GateLayer;
 use crate::limit::Limits;
 use crate::metrics::Metrics;
 use crate::mock::{MockServer, MockSettings};
@@ -243,60 +243,53 @@ impl MakeRequestId for RandomId {
 }
 
 /// The public router with its tower stack (see the module doc for the order).
+///
+/// The layers wrap the router once (`fallback_service`), not each route:
+/// `Router::layer` wraps every route and clones the whole chain of wrappers on
+/// each request. The WebSocket route sits outside the stack on purpose: its
+/// auth is its own (close 4001), and the trace span records the URI, where
+/// `?token=` may carry a key.
 pub fn public_router(state: Arc<AppState>) -> Router {
-    let x_request_id = HeaderName::from_static("x-request-id");
-    let proxied = Router::new()
-        .route("/v1/models", get(crate::models::list))
-        .route("/v1/account", get(crate::models::account))
-        .route("/v1/{*rest}", post(crate::proxy::handle))
-        // Auth then rate limit, as one middleware: each `from_fn` layer clones
-        // and boxes the inner route per request.
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
-        .layer(axum::middleware::map_response(ensure_attempts_header));
-    let mut router = Router::new()
+    let routes = Router::new()
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/ready", get(ready))
-        .merge(proxied)
+        .route("/v1/models", get(crate::models::list))
+        .route("/v1/account", get(crate::models::account))
+        .route("/v1/{*rest}", post(crate::proxy::handle))
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state.clone());
-    if !state.cfg.cors_allow_origins.is_empty() {
-        let origins: Vec<HeaderValue> = state
-            .cfg
-            .cors_allow_origins
-            .iter()
-            .filter_map(|o| HeaderValue::from_str(o).ok())
-            .collect();
-        router = router.layer(
-            CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([Method::GET, Method::POST])
-                .allow_headers(tower_http::cors::Any)
-                .expose_headers([
-                    HeaderName::from_static("x-turnout-upstream"),
-                    HeaderName::from_static("x-turnout-attempts"),
-                ]),
-        );
-    }
-    router
-        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
-        .layer(SetRequestIdLayer::new(x_request_id, RandomId))
+    let ws = crate::ws::router(state.clone());
+    let origins: Vec<HeaderValue> = state
+        .cfg
+        .cors_allow_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let outer = ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
-        // After the layers on purpose: WS auth is its own (close 4001), and the trace span records the URI, where `?token=` is a key.
-        .merge(crate::ws::router(state))
-}
-
-async fn ensure_attempts_header(mut rsp: Response) -> Response {
-    if !rsp.headers().contains_key(&crate::proxy::ATTEMPTS_HEADER) {
-        rsp.headers_mut().insert(
-            crate::proxy::ATTEMPTS_HEADER.clone(),
-            HeaderValue::from_static("0"),
-        );
+        .layer(SetRequestIdLayer::new(x_request_id.clone(), RandomId))
+        .layer(PropagateRequestIdLayer::new(x_request_id));
+    let gate = GateLayer::new(state.clone());
+    // Two concrete stacks rather than `option_layer`, whose `Either` turns the
+    // error type into `BoxError`, which a router cannot serve.
+    if state.cfg.cors_allow_origins.is_empty() {
+        ws.fallback_service(outer.layer(gate).service(routes))
+    } else {
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers(tower_http::cors::Any)
+            .expose_headers([
+                HeaderName::from_static("x-turnout-upstream"),
+                HeaderName::from_static("x-turnout-attempts"),
+            ]);
+        ws.fallback_service(outer.layer(cors).layer(gate).service(routes))
     }
-    rsp
 }
 
 async fn ready(State(app): State<Arc<AppState>>) -> Response {
@@ -310,37 +303,4 @@ async fn ready(State(app): State<Arc<AppState>>) -> Response {
         *r.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
         r
     }
-}
-
-/// Layers 5 and 6: auth, then the key's rate limit.
-async fn guard(State(app): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
-    if app.keys.disabled() {
-        return next.run(req).await;
-    }
-    let Some(id) = app.keys.authenticate(req.headers()) else {
-        app.metrics
-            .requests
-            .with_label_values(&["none", "none", "401", "http"])
-            .inc();
-        return ApiError::invalid_api_key().into_response();
-    };
-    // Only model calls (POST) count against `rpm`; `/v1/models` and `/v1/account` are free.
-    let limit = if req.method() == Method::POST {
-        app.limits.check(id.index)
-    } else {
-        Ok(())
-    };
-    if let Err(wait) = limit {
-        app.metrics
-            .rate_limited
-            .with_label_values(&[&id.name])
-            .inc();
-        app.metrics
-            .requests
-            .with_label_values(&["none", "none", "429", "http"])
-            .inc();
-        return ApiError::rate_limited(wait.as_secs_f64().ceil() as u64).into_response();
-    }
-    req.extensions_mut().insert(id);
-    next.run(req).await
 }

@@ -5,7 +5,7 @@
 //! | step | module | what it adds |
 //! |---|---|---|
 //! | accept | [`serve`] | HTTP/1.1 keep-alive, header read timeout, upgrades, graceful drain |
-//! | stack | [`app`] | the tower layers: trace, request id, CORS, `x-turnout-attempts`, [`auth`] + [`limit`] |
+//! | stack | [`app`] · [`gate`] | the tower layers: trace, request id, CORS, then [`gate`]: [`auth`] + [`limit`] + `x-turnout-attempts` |
 //! | handler | [`proxy`] | body limit, minimal parse ([`openai`]), route by model ([`routing`]) |
 //! | split | [`split`] | `xxh3(route, user key)` → the chain's order (pure) |
 //! | failover | [`failover`] | walks the chain: retry [`budget`], backoff, the rules of what moves on |
@@ -30,6 +30,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod failover;
+pub mod gate;
 pub mod health;
 pub mod limit;
 pub mod logfmt;

@@ -36,6 +36,11 @@ enum Command {
     Mock(turnout::mock::cli::MockArgs),
 }
 
+/// mimalloc instead of glibc's malloc: allocation and free were ~14 % of the
+/// CPU of a proxied request under glibc (perf; docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
