@@ -70,7 +70,7 @@ where
         if !req.uri().path().starts_with("/v1/") {
             return Either::Right(self.inner.call(req).map(unchanged as Finish));
         }
-        if let Err(rejected) = admit(&self.app, &mut req) {
+        if let Some(rejected) = refusal(&self.app, &mut req) {
             return Either::Left(futures_util::future::ready(with_attempts(Ok(rejected))));
         }
         Either::Right(self.inner.call(req).map(with_attempts as Finish))
@@ -91,17 +91,18 @@ fn with_attempts(r: Result<Response, Infallible>) -> Result<Response, Infallible
     Ok(rsp)
 }
 
-/// Auth, then the key's rate limit; the identity rides along as an extension.
-fn admit(app: &AppState, req: &mut Request) -> Result<(), Response> {
+/// Auth, then the key's rate limit: the answer that refuses the request, if
+/// any. An admitted request carries its identity as an extension.
+fn refusal(app: &AppState, req: &mut Request) -> Option<Response> {
     if app.keys.disabled() {
-        return Ok(());
+        return None;
     }
     let Some(id) = app.keys.authenticate(req.headers()) else {
         app.metrics
             .requests
             .with_label_values(&["none", "none", "401", "http"])
             .inc();
-        return Err(ApiError::invalid_api_key().into_response());
+        return Some(ApiError::invalid_api_key().into_response());
     };
     // Only model calls (POST) count against `rpm`; `/v1/models` and `/v1/account` are free.
     if req.method() == Method::POST {
@@ -114,9 +115,9 @@ fn admit(app: &AppState, req: &mut Request) -> Result<(), Response> {
                 .requests
                 .with_label_values(&["none", "none", "429", "http"])
                 .inc();
-            return Err(ApiError::rate_limited(wait.as_secs_f64().ceil() as u64).into_response());
+            return Some(ApiError::rate_limited(wait.as_secs_f64().ceil() as u64).into_response());
         }
     }
     req.extensions_mut().insert(id);
-    Ok(())
+    None
 }
