@@ -68,6 +68,9 @@ pub struct AttemptError {
     pub retry_after: Option<Duration>,
     /// The upstream's status, when it answered.
     pub status: Option<u16>,
+    /// What went wrong underneath, when there is more to say than the reason
+    /// (the transport error's chain); logged at debug, never sent to clients.
+    pub detail: Option<String>,
 }
 
 impl AttemptError {
@@ -77,6 +80,7 @@ impl AttemptError {
             reason,
             retry_after: None,
             status: None,
+            detail: None,
         }
     }
 }
@@ -136,7 +140,11 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
     let deadline = Instant::now() + up.timeouts.total;
     let rsp = match tokio::time::timeout(limit.min(up.timeouts.total), req).await {
         Err(_) => return Err(AttemptError::new("timeout")),
-        Ok(Err(e)) => return Err(AttemptError::new(crate::upstream::send_error_reason(&e))),
+        Ok(Err(e)) => {
+            let mut err = AttemptError::new(crate::upstream::send_error_reason(&e));
+            err.detail = Some(crate::upstream::describe(&e));
+            return Err(err);
+        }
         Ok(Ok(r)) => r,
     };
     let status = rsp.status();
@@ -196,6 +204,7 @@ fn classify(status: StatusCode, headers: &HeaderMap) -> Option<AttemptError> {
         reason,
         retry_after,
         status: Some(code),
+        detail: None,
     })
 }
 

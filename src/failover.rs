@@ -282,7 +282,12 @@ where
                         _ => Verdict::Fail,
                     };
                     self.outcome(up, &call, verdict, Some(ttfb), e.reason);
-                    tracing::debug!(upstream = %self.shared.upstreams[up].name, reason = e.reason, "attempt failed");
+                    tracing::debug!(
+                        upstream = %self.shared.upstreams[up].name,
+                        reason = e.reason,
+                        detail = e.detail.as_deref().unwrap_or(""),
+                        "attempt failed"
+                    );
                     errors.push((up, e));
                 }
             }

@@ -102,3 +102,17 @@ pub fn send_error_reason(e: &SendError) -> &'static str {
         "connection_error"
     }
 }
+
+/// The whole cause of a failed send (`client error (Connect): invalid peer
+/// certificate: UnknownIssuer`), for the debug log of a failed attempt: the
+/// reason word alone does not tell a TLS problem from a refused connection.
+pub fn describe(e: &SendError) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

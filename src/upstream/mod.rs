@@ -13,7 +13,9 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Ur
 use bytes::Bytes;
 use http_body_util::Full;
 
-pub use client::{install_crypto, send_error_reason, BodyStream, HttpClient, Incoming, SendError};
+pub use client::{
+    describe, install_crypto, send_error_reason, BodyStream, HttpClient, Incoming, SendError,
+};
 
 use crate::config::{PriceConfig, Secret, TimeoutsConfig, UpstreamConfig};
 
