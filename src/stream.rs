@@ -18,39 +18,33 @@ use crate::openai::Usage;
 /// Longest partial event kept between chunks; an event beyond it is not scanned.
 const MAX_CARRY: usize = 256 * 1024;
 
-/// Finds `needle` in `hay`.
+/// Finds `needle` in `hay` (`memchr`'s SIMD substring search: the scanner
+/// looks at every byte of every stream, so this is on the hot path).
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
+    if needle.is_empty() {
         return None;
     }
-    let first = needle[0];
-    let mut i = 0;
-    while i + needle.len() <= hay.len() {
-        match hay[i..=hay.len() - needle.len()]
-            .iter()
-            .position(|&b| b == first)
-        {
-            Some(p) => {
-                let at = i + p;
-                if &hay[at..at + needle.len()] == needle {
-                    return Some(at);
-                }
-                i = at + 1;
-            }
-            None => return None,
-        }
+    memchr::memmem::find(hay, needle)
+}
+
+/// The first blank line, which ends an SSE event: `(start, length)`, for
+/// `\n\n` or `\r\n\r\n`, whichever comes first.
+pub fn blank_line(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = find(buf, b"\n\n");
+    // A CRLF blank line comes first only if it starts before the LF one: look
+    // no further than that (not to the end of the buffer on every event).
+    let upto = lf.map_or(buf.len(), |i| (i + 3).min(buf.len()));
+    let crlf = find(&buf[..upto], b"\r\n\r\n");
+    match (lf, crlf) {
+        (Some(a), Some(b)) if b < a => Some((b, 4)),
+        (Some(a), _) => Some((a, 2)),
+        (None, b) => b.map(|b| (b, 4)),
     }
-    None
 }
 
 /// End of the first complete event (index just past its blank line).
 fn event_end(buf: &[u8]) -> Option<usize> {
-    let lf = find(buf, b"\n\n").map(|i| i + 2);
-    let crlf = find(buf, b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    blank_line(buf).map(|(start, len)| start + len)
 }
 
 /// Watches an SSE byte stream for `data: [DONE]` and the last `usage`.
@@ -313,5 +307,18 @@ mod tests {
     fn find_works() {
         assert_eq!(find(b"abcabd", b"abd"), Some(3));
         assert_eq!(find(b"ab", b"abc"), None);
+        assert_eq!(find(b"ab", b""), None);
+    }
+
+    #[test]
+    fn blank_line_takes_whichever_separator_comes_first() {
+        assert_eq!(blank_line(b"data: a\n\ndata: b\r\n\r\n"), Some((7, 2)));
+        assert_eq!(blank_line(b"data: a\r\n\r\ndata: b\n\n"), Some((7, 4)));
+        assert_eq!(blank_line(b"data: a\r\n\r\n"), Some((7, 4)));
+        assert_eq!(blank_line(b"data: a\n\n"), Some((7, 2)));
+        assert_eq!(blank_line(b"data: a\r\n"), None);
+        assert_eq!(blank_line(b"\n\n"), Some((0, 2)));
+        assert_eq!(blank_line(b"\r\n\r\n\n\n"), Some((0, 4)));
+        assert_eq!(blank_line(b"a\r\n\n"), Some((2, 2)));
     }
 }

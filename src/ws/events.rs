@@ -9,7 +9,7 @@ use bytes::{Buf, BytesMut};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::stream::find;
+use crate::stream::blank_line;
 
 /// Longest event accepted; a longer one is garbage (`invalid_response`).
 const MAX_EVENT: usize = 1024 * 1024;
@@ -60,12 +60,7 @@ impl EventSplitter {
 
 /// `(end of the event's text, length of the blank-line separator)`.
 fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = find(buf, b"\n\n").map(|i| (i, 2));
-    let crlf = find(buf, b"\r\n\r\n").map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
+    blank_line(buf)
 }
 
 #[derive(Deserialize)]
