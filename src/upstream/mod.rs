@@ -107,23 +107,30 @@ impl Upstream {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<ResponseFuture, axum::http::Error> {
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.uri(suffix)?;
-        let h = req.headers_mut();
-        h.clone_from(headers);
-        if let Some(a) = &self.auth {
-            h.insert(header::AUTHORIZATION, a.clone());
-        }
-        Ok(self.client.request(req))
+        self.send(Method::POST, suffix, Some(headers), body)
     }
 
     /// Sends a GET (health probe, model list) with this upstream's key.
     pub fn get(&self, suffix: &str) -> Result<ResponseFuture, axum::http::Error> {
-        let mut req = Request::new(Full::new(Bytes::new()));
+        self.send(Method::GET, suffix, None, Bytes::new())
+    }
+
+    fn send(
+        &self,
+        method: Method,
+        suffix: &str,
+        headers: Option<&HeaderMap>,
+        body: Bytes,
+    ) -> Result<ResponseFuture, axum::http::Error> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
         *req.uri_mut() = self.uri(suffix)?;
+        let h = req.headers_mut();
+        if let Some(headers) = headers {
+            h.clone_from(headers);
+        }
         if let Some(a) = &self.auth {
-            req.headers_mut().insert(header::AUTHORIZATION, a.clone());
+            h.insert(header::AUTHORIZATION, a.clone());
         }
         Ok(self.client.request(req))
     }
