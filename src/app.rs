@@ -5,12 +5,12 @@
 //! 1. trace (a span per request, at debug level)
 //! 2. request id (`x-request-id`: kept from the client or generated; echoed back)
 //! 3. CORS (only for `cors_allow_origins`)
-//! 4. `x-turnout-attempts` on every proxy-path response, errors included
-//! 5. auth (client key → `ClientIdentity`; 401 otherwise)
-//! 6. rate limit (per key `rpm`; 429 + `Retry-After`)
-//! 7. handler (`proxy.rs`): body limit (413) → parse (400) → route (404) → split (chain order)
-//! 8. `FailoverLayer` → `Failover`: walks the chain; the one layer that retries
-//! 9. leaf `UpstreamService`: one attempt on one upstream (`attempt.rs`)
+//! 4. gate (`gate.rs`, `/v1/` paths): auth (client key → `ClientIdentity`;
+//!    401 otherwise), then the key's rate limit (`rpm`; 429 + `Retry-After`),
+//!    and `x-turnout-attempts` on every answer, errors included
+//! 5. handler (`proxy.rs`): body limit (413) → parse (400) → route (404) → split (chain order)
+//! 6. `FailoverLayer` → `Failover`: walks the chain; the one layer that retries
+//! 7. leaf `UpstreamService`: one attempt on one upstream (`attempt.rs`)
 //!
 //! Request timeouts are per upstream (connect, headers, first token, idle,
 //! total), because a single proxy-wide timeout cannot tell a slow stream from
@@ -129,7 +129,7 @@ pub async fn start(
         shutdown_rx.clone(),
     );
     let state = Arc::new(AppState {
-        // Below the handler: 8 failover (walks the chain; the one layer that
+        // Below the handler: 6 failover (walks the chain; the one layer that
         // retries) · leaf: one attempt on one upstream.
         failover: ServiceBuilder::new()
             .layer(FailoverLayer::new(
@@ -263,12 +263,6 @@ pub fn public_router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state.clone());
     let ws = crate::ws::router(state.clone());
-    let origins: Vec<HeaderValue> = state
-        .cfg
-        .cors_allow_origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
     let x_request_id = HeaderName::from_static("x-request-id");
     let outer = ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
@@ -280,6 +274,12 @@ pub fn public_router(state: Arc<AppState>) -> Router {
     if state.cfg.cors_allow_origins.is_empty() {
         ws.fallback_service(outer.layer(gate).service(routes))
     } else {
+        let origins: Vec<HeaderValue> = state
+            .cfg
+            .cors_allow_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
         let cors = CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET, Method::POST])
