@@ -444,10 +444,16 @@ def streams(ctx, t, body_stream, conc):
                          "--timeout", "60s"], timeout=secs + 120)
 
 
-def hold(ctx, t, body_slow, count):
-    """Opens `count` slow streams; RSS of the target before and while they are open."""
+def hold(ctx, t, body_slow, count, fresh_base=None):
+    """Opens `count` slow streams; RSS of the target before and while they are open.
+
+    `fresh_base` is the RSS before an earlier hold step: an allocator may keep
+    the memory of that step's closed streams for reuse, which would raise this
+    step's base and flatter its per-stream figure, so the lower base counts."""
     sid = t.sid()
     base = tree_rss_kb(sid)
+    if fresh_base is not None:
+        base = min(base, fresh_base)
     cmd = [ctx.loadgen, "hold", "--url", t.url("slow"), "--body", body_slow,
            "--count", str(count), "--ramp", "2500", "--open-timeout", f"{ctx.open_timeout}s",
            "--hold", "4s", "--timeout", "600s"]
@@ -494,7 +500,8 @@ def measure_target(ctx, t, bodies):
             if key == "hold_big" and len(ctx.holds) < 2:
                 break
             log(f"{t.name}: hold {n} slow streams")
-            res[key] = hold(ctx, t, bodies["slow"], n)
+            earlier = res.get("hold_small", {}).get("rss_base_kb") if key == "hold_big" else None
+            res[key] = hold(ctx, t, bodies["slow"], n, fresh_base=earlier)
         res["rss_idle_kb"] = tree_rss_kb(t.sid())
     return res
 
