@@ -93,7 +93,7 @@ impl Upstream {
     }
 
     /// `{base_url}{suffix}`, where `suffix` is the client's path after `/v1` (with its query).
-    pub fn url(&self, suffix: &str) -> String {
+    fn url(&self, suffix: &str) -> String {
         let mut u = String::with_capacity(self.base_url.len() + suffix.len());
         u.push_str(&self.base_url);
         u.push_str(suffix);
