@@ -7,10 +7,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use turnout::config::Config;
-use turnout::routing::{
-    HealthState, ModelMatcher, RouteView, RoutingTable, SplitView, UpstreamView,
-};
+use turnout::config::{Config, Secrets};
+use turnout::routing::{Base, Snapshot};
 
 /// A realistic chat request (~300 bytes), as the end-to-end benchmark sends.
 const CHAT: &[u8] = br#"{"model":"gpt-4.1","messages":[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"Say hello and tell me one short fact about railway turnouts, please. Keep it under twenty words."}],"temperature":0.2,"max_tokens":64,"user":"user-1234"}"#;
@@ -29,49 +27,25 @@ routes:
   - { name: chat, models: ["*"], primary: official, fallbacks: [relay, local], split: { target: relay, percentage: 10 } }
 "#;
 
-fn table() -> RoutingTable {
+/// The snapshot the request path would load: names resolved, clients built,
+/// every upstream healthy.
+fn snapshot() -> Arc<Snapshot> {
+    turnout::upstream::install_crypto();
     let cfg = match Config::from_yaml(CONFIG) {
         Ok(c) => c,
         Err(e) => panic!("bench config: {}", e.0),
     };
-    let upstream = |name: &str| UpstreamView {
-        name: name.into(),
-        state: HealthState::Healthy,
-        probe_latency_ms: Some(12.0),
-        error_rate: 0.0,
-        ttfb_ewma_ms: None,
-        ejected_until: None,
-        cooling_until: None,
-        models: Arc::new(Vec::new()),
+    let urls: Vec<String> = cfg
+        .upstreams
+        .iter()
+        .filter_map(|u| u.base_url.clone())
+        .collect();
+    let base = match Base::build(Arc::new(cfg), &Secrets::default(), &urls) {
+        Ok(b) => Arc::new(b),
+        Err(e) => panic!("bench snapshot: {e}"),
     };
-    RoutingTable {
-        routes: vec![
-            RouteView {
-                name: "embed".into(),
-                primary: 2,
-                fallbacks: vec![],
-                split: None,
-            },
-            RouteView {
-                name: "claude".into(),
-                primary: 1,
-                fallbacks: vec![0],
-                split: None,
-            },
-            RouteView {
-                name: "chat".into(),
-                primary: 0,
-                fallbacks: vec![1, 2],
-                split: Some(SplitView {
-                    target: 1,
-                    percentage: 10.0,
-                    configured_percentage: 10.0,
-                }),
-            },
-        ],
-        upstreams: vec![upstream("official"), upstream("relay"), upstream("local")],
-        matcher: Arc::new(ModelMatcher::new(&cfg)),
-    }
+    let table = base.initial_table();
+    Arc::new(Snapshot::new(base, table))
 }
 
 /// A streamed answer: 20 content events, the finish event, usage, `[DONE]`.
@@ -101,17 +75,23 @@ fn sse_stream() -> Vec<Vec<u8>> {
 fn split(c: &mut Criterion) {
     let mut g = c.benchmark_group("split");
     g.bench_function("bucket", |b| {
-        b.iter(|| turnout::split::bucket(black_box("chat"), black_box("user-1234")))
+        b.iter(|| turnout::routing::split::bucket(black_box("chat"), black_box("user-1234")))
     });
     g.bench_function("in_target_10pct", |b| {
-        b.iter(|| turnout::split::in_target(black_box("chat"), black_box(Some("user-1234")), 10.0))
+        b.iter(|| {
+            turnout::routing::split::in_target(
+                black_box("chat"),
+                black_box(Some("user-1234")),
+                10.0,
+            )
+        })
     });
     g.finish();
 }
 
 fn routing(c: &mut Criterion) {
-    let t = table();
-    let now = tokio::time::Instant::now();
+    let snap = snapshot();
+    let t = &snap.table;
     let mut g = c.benchmark_group("routing");
     g.bench_function("route_for_glob", |b| {
         b.iter(|| t.matcher.route_for(black_box("gpt-4.1")))
@@ -119,13 +99,20 @@ fn routing(c: &mut Criterion) {
     g.bench_function("route_for_literal", |b| {
         b.iter(|| t.matcher.route_for(black_box("claude-3.5-sonnet")))
     });
-    // What the request path does: model → route → split → chain → usable upstreams.
+    // What the request path does: model → route → split → chain (the plan),
+    // then the walk's usable candidates.
+    let now = tokio::time::Instant::now();
     g.bench_function("chain_from_table", |b| {
         b.iter(|| {
-            let route = t.matcher.route_for(black_box("gpt-4.1")).unwrap_or(0);
-            let (chain, moved) = t.chain(route, black_box(Some("user-1234")));
-            let usable = chain.iter().filter(|&u| t.upstreams[u].usable(now)).count();
-            (usable, moved)
+            let plan = turnout::request::plan::plan(
+                snap.clone(),
+                black_box("gpt-4.1"),
+                black_box(Some("user-1234")),
+            );
+            plan.map(|p| {
+                let usable = p.chain.filtered(|u| p.snap.table.upstreams[u].usable(now));
+                (usable.len(), p.in_split)
+            })
         })
     });
     g.finish();
@@ -160,7 +147,7 @@ fn sse(c: &mut Criterion) {
     // One chunk per event, as a provider usually flushes.
     g.bench_function("scan_per_event", |b| {
         b.iter(|| {
-            let mut s = turnout::stream::SseScanner::default();
+            let mut s = turnout::request::sse::SseScanner::default();
             for e in &events {
                 s.feed(black_box(e));
             }
@@ -170,7 +157,7 @@ fn sse(c: &mut Criterion) {
     // Events split across chunk boundaries (a relay that re-chunks).
     g.bench_function("scan_split_97b", |b| {
         b.iter(|| {
-            let mut s = turnout::stream::SseScanner::default();
+            let mut s = turnout::request::sse::SseScanner::default();
             for c in whole.chunks(97) {
                 s.feed(black_box(c));
             }
@@ -178,7 +165,7 @@ fn sse(c: &mut Criterion) {
         })
     });
     g.bench_function("first_event", |b| {
-        b.iter(|| turnout::stream::has_first_event(black_box(&events[0])))
+        b.iter(|| turnout::request::sse::has_first_event(black_box(&events[0])))
     });
     g.finish();
 }

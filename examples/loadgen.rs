@@ -252,10 +252,10 @@ async fn one_stream(shot: &Shot) -> Option<(Duration, Duration)> {
     let mut first = None;
     let mut done = false;
     while let Some(chunk) = rsp.chunk().await.ok()? {
-        if first.is_none() && turnout::stream::find(&chunk, b"data:").is_some() {
+        if first.is_none() && turnout::request::sse::find(&chunk, b"data:").is_some() {
             first = Some(t0.elapsed());
         }
-        if turnout::stream::find(&chunk, b"[DONE]").is_some() {
+        if turnout::request::sse::find(&chunk, b"[DONE]").is_some() {
             done = true;
         }
     }

@@ -6,10 +6,15 @@
 #   scripts/bench.sh --no-litellm    skip installing and measuring LiteLLM
 #   scripts/bench.sh --soak 30       30-minute memory soak of Turnout instead
 #   scripts/bench.sh --rounds 3 --targets direct,nginx,turnout
+#   TURNOUT_BASELINE_BIN=/path/to/old/turnout scripts/bench.sh --no-litellm
+#                                    also measure an older build as target "baseline"
 #
 # Env: BENCH_OUT (output dir, default bench-results/<UTC time>), BENCH_CACHE
 # (LiteLLM venv, default ~/.cache/turnout-bench), TURNOUT_BIN / LOADGEN_BIN
-# (skip the build and use these binaries), LITELLM_VERSION (default 1.109.1).
+# (skip the build and use these binaries), LITELLM_VERSION (default 1.109.1),
+# TURNOUT_BASELINE_BIN (an older turnout binary: run exactly like turnout as the
+# target "baseline", added to the default targets; the table gains a
+# turnout/baseline column).
 #
 # Installs what it needs on a fresh Debian machine: wrk and nginx (apt), LiteLLM
 # (PyPI, into a venv; see scripts/bench/install-litellm.sh). Uses 127.0.0.1 only;
@@ -24,7 +29,7 @@ args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-litellm) litellm=0 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) args+=("$1") ;;
   esac
   shift
@@ -73,6 +78,9 @@ else
   cp "$target_dir/release/turnout" "$out/bin/turnout"
   cp "$target_dir/release/examples/loadgen" "$out/bin/loadgen"
 fi
+if [ -n "${TURNOUT_BASELINE_BIN:-}" ]; then
+  cp "$TURNOUT_BASELINE_BIN" "$out/bin/turnout-baseline"
+fi
 
 # 10,000 streams: the proxy holds 20,000 sockets, the load generator and the
 # provider 10,000 each.
@@ -82,8 +90,10 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 65536 ]; then
 fi
 
 cmd="scripts/bench.sh${orig_args:+ $orig_args}"
+[ -n "${TURNOUT_BASELINE_BIN:-}" ] && cmd="TURNOUT_BASELINE_BIN=$TURNOUT_BASELINE_BIN $cmd"
 py_args=(--turnout "$out/bin/turnout" --loadgen "$out/bin/loadgen" --nginx "$nginx_bin" --out "$out"
          --command "$cmd")
 [ -n "$litellm_bin" ] && py_args+=(--litellm "$litellm_bin")
+[ -n "${TURNOUT_BASELINE_BIN:-}" ] && py_args+=(--baseline "$out/bin/turnout-baseline")
 log "results in $out"
 exec python3 scripts/bench/bench.py "${py_args[@]}" ${args[@]+"${args[@]}"}

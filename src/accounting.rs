@@ -11,7 +11,27 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::openai::Usage;
+use crate::outcome::Outcome;
 use crate::upstream::Upstream;
+
+/// How the client reached Turnout (the `transport` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP (JSON or SSE).
+    Http,
+    /// WebSocket chat.
+    Ws,
+}
+
+impl Transport {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Ws => "ws",
+        }
+    }
+}
 
 /// Usage of one client key since the process started.
 #[derive(Debug, Default)]
@@ -63,8 +83,8 @@ pub struct Finished<'a> {
     pub status: u16,
     /// Upstream attempts made.
     pub attempts: u32,
-    /// `http` or `ws`.
-    pub transport: &'static str,
+    /// HTTP or WebSocket.
+    pub transport: Transport,
     /// Whole duration.
     pub duration: Duration,
     /// Time to first token, when an answer started.
@@ -73,8 +93,8 @@ pub struct Finished<'a> {
     pub usage: Option<Usage>,
     /// Client key index.
     pub client_key: Option<usize>,
-    /// Stream ended with an error after the first byte.
-    pub stream_error: Option<&'static str>,
+    /// How a stream broke after the first byte.
+    pub stream_error: Option<Outcome>,
 }
 
 /// Shared by every request.
@@ -123,20 +143,21 @@ impl Accounting {
         let m = &self.metrics;
         let up = f.upstream.map_or("none", |u| &*u.name);
         let code = status_label(f.status);
+        let transport = f.transport.as_str();
         m.requests
-            .with_label_values(&[f.route, up, code, f.transport])
+            .with_label_values(&[f.route, up, code, transport])
             .inc();
         m.request_duration
-            .with_label_values(&[f.route, up, f.transport])
+            .with_label_values(&[f.route, up, transport])
             .observe(f.duration.as_secs_f64());
         if let Some(t) = f.ttft {
             m.ttft
-                .with_label_values(&[f.route, up, f.transport])
+                .with_label_values(&[f.route, up, transport])
                 .observe(t.as_secs_f64());
         }
         if let Some(reason) = f.stream_error {
             m.stream_errors
-                .with_label_values(&[f.route, up, reason])
+                .with_label_values(&[f.route, up, reason.label()])
                 .inc();
         }
         let mut cost = 0.0;
@@ -186,8 +207,8 @@ impl Accounting {
             latency_ms = f.duration.as_millis() as u64,
             prompt_tokens = pt,
             completion_tokens = ct,
-            transport = f.transport,
-            stream_error = f.stream_error.unwrap_or(""),
+            transport,
+            stream_error = f.stream_error.map_or("", Outcome::label),
             "request"
         );
     }

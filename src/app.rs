@@ -1,16 +1,22 @@
-//! Builds the process: upstream clients, the control task, probes, alerts,
-//! and the two listeners with their tower stacks.
+//! Builds the process: the first snapshot (upstream clients, keys, limits),
+//! the control task, probes, alerts, and the two listeners with their tower
+//! stacks.
 //!
-//! Public stack, outermost first:
+//! Public stack, outermost first (extensions a layer adds, in brackets):
 //! 1. trace (a span per request, at debug level)
-//! 2. request id (`x-request-id`: kept from the client or generated; echoed back)
+//! 2. request id (`x-request-id`: kept from the client or generated; echoed back) [`RequestId`]
 //! 3. CORS (only for `cors_allow_origins`)
-//! 4. gate (`gate.rs`, `/v1/` paths): auth (client key → `ClientIdentity`;
-//!    401 otherwise), then the key's rate limit (`rpm`; 429 + `Retry-After`),
-//!    and `x-turnout-attempts` on every answer, errors included
-//! 5. handler (`proxy.rs`): body limit (413) → parse (400) → route (404) → split (chain order)
-//! 6. `FailoverLayer` → `Failover`: walks the chain; the one layer that retries
-//! 7. leaf `UpstreamService`: one attempt on one upstream (`attempt.rs`)
+//! 4. gate (`request/gate.rs`, `/v1/` paths): loads the request's snapshot
+//!    [`Arc<Snapshot>`], auth (client key [`ClientIdentity`]; 401 otherwise),
+//!    the key's rate limit (`rpm`; 429 + `Retry-After`), and
+//!    `x-turnout-attempts` on every answer, errors included
+//! 5. edge (`request/http.rs`; WebSocket: `request/ws/`): body limit (413) →
+//!    parse (400) → plan: route (404), split key, chain (`request/plan.rs`)
+//! 6. `FailoverLayer` → `Failover` (`request/failover.rs`): drives the walk
+//!    (`request/walk.rs`); the one layer that retries
+//! 7. leaf `UpstreamService`: one attempt on one upstream (`request/attempt.rs`)
+//! 8. after the commit point: the stream reader (`request/reader.rs`), then
+//!    the one finish (`request/finish.rs`)
 //!
 //! Request timeouts are per upstream (connect, headers, first token, idle,
 //! total), because a single proxy-wide timeout cannot tell a slow stream from
@@ -20,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -34,40 +40,19 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use crate::accounting::Accounting;
-use crate::alerts::Alerts;
-use crate::auth::ClientKeys;
+use crate::budget::RetryBudget;
 use crate::config::{Config, Secrets};
-use crate::control::{Control, ControlHandle};
+use crate::control::alerts::Alerts;
+use crate::control::store::FileStore;
+use crate::control::Control;
 use crate::error::ApiError;
-use crate::failover::{Failover, FailoverLayer, UpstreamService};
-use crate::gate::GateLayer;
-use crate::limit::Limits;
+use crate::headers::{ATTEMPTS_HEADER, REQUEST_ID_HEADER, UPSTREAM_HEADER};
 use crate::metrics::Metrics;
 use crate::mock::{MockServer, MockSettings};
-use crate::upstream::Upstream;
+use crate::request::gate::GateLayer;
+use crate::routing::Base;
+pub use crate::state::AppState;
 use tower::ServiceBuilder;
-
-/// Everything a request handler needs, shared.
-pub struct AppState {
-    /// The config as loaded.
-    pub cfg: Arc<Config>,
-    /// Chain walker (holds the routing table handle and the upstream clients).
-    pub failover: Failover,
-    /// Metrics, cost and per-key usage.
-    pub accounting: Accounting,
-    /// Client keys.
-    pub keys: ClientKeys,
-    /// Per-key limits.
-    pub limits: Limits,
-    /// Metric families.
-    pub metrics: Metrics,
-    /// Control task.
-    pub control: ControlHandle,
-    /// SHA-256 of the admin token; `None` = admin API disabled.
-    pub admin_token: Option<[u8; 32]>,
-    /// `max_body_bytes`.
-    pub max_body_bytes: usize,
-}
 
 /// A running Turnout: its addresses and the means to stop it.
 pub struct Running {
@@ -116,47 +101,42 @@ pub async fn start(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),
     );
-    let (mocks, upstreams) = build_upstreams(&cfg, &secrets).await?;
+    let (mocks, base_urls) = resolve_base_urls(&cfg).await?;
+    let base = Arc::new(Base::build(cfg.clone(), &secrets, &base_urls)?);
     let alerts = Alerts::start(&cfg.alerts, metrics.clone());
-    let (control, handle, table) = Control::new(cfg.clone(), metrics.clone(), alerts);
+    let store = Arc::new(FileStore::new(cfg.state_path.clone()));
+    let (control, handle, live) = Control::new(base.clone(), store, metrics.clone(), alerts);
     let (shutdown, shutdown_rx) = watch::channel(false);
     tokio::spawn(control.run(shutdown_rx.clone()));
-    crate::health::prober::spawn_all(
-        upstreams.clone(),
-        cfg.upstreams.iter().map(|u| u.health.clone()).collect(),
+    crate::control::health::prober::spawn_all(
+        base,
         handle.clone(),
         metrics.clone(),
         shutdown_rx.clone(),
     );
     let state = Arc::new(AppState {
-        // Below the handler: 6 failover (walks the chain; the one layer that
-        // retries) · leaf: one attempt on one upstream.
-        failover: ServiceBuilder::new()
-            .layer(FailoverLayer::new(
-                table,
-                upstreams.clone(),
-                cfg.failover.clone(),
-                handle.clone(),
-                metrics.clone(),
-            ))
-            .service(UpstreamService::new(upstreams)),
+        live,
         accounting: Accounting::new(&cfg, metrics.clone()),
-        keys: ClientKeys::new(&cfg, &secrets),
-        limits: Limits::new(&cfg),
+        budget: RetryBudget::new(
+            cfg.failover.budget_ratio,
+            cfg.failover.budget_min_per_second,
+        ),
         metrics,
         control: handle,
         admin_token: secrets
             .admin_token
             .as_ref()
             .map(|t| Sha256::digest(t.0.as_bytes()).into()),
-        max_body_bytes: cfg.max_body_bytes,
-        cfg: cfg.clone(),
     });
     let addr = public.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
     let servers = vec![
-        spawn_server(public, public_router(state.clone()), shutdown_rx.clone()),
-        spawn_server(admin, crate::admin::router(state.clone()), shutdown_rx),
+        spawn_server(
+            public,
+            public_router(state.clone(), &cfg),
+            shutdown_rx.clone(),
+        ),
+        spawn_server(admin, crate::ops::admin::router(state.clone()), shutdown_rx),
     ];
     tracing::info!(%addr, %admin_addr, upstreams = cfg.upstreams.len(), routes = cfg.routes.len(), "turnout serving");
     Ok(Running {
@@ -169,12 +149,11 @@ pub async fn start(
     })
 }
 
-async fn build_upstreams(
-    cfg: &Config,
-    secrets: &Secrets,
-) -> Result<(Vec<MockServer>, Arc<[Upstream]>), String> {
+/// Each upstream's address: its `base_url`, or the address of the simulated
+/// provider started for it.
+async fn resolve_base_urls(cfg: &Config) -> Result<(Vec<MockServer>, Vec<String>), String> {
     let mut mocks = Vec::new();
-    let mut ups = Vec::new();
+    let mut urls = Vec::new();
     for (i, u) in cfg.upstreams.iter().enumerate() {
         let base = match (&u.base_url, &u.simulate) {
             (Some(b), _) => b.clone(),
@@ -190,10 +169,9 @@ async fn build_upstreams(
             }
             (None, None) => return Err(format!("upstreams[{i}].base_url: missing")),
         };
-        let key = secrets.upstream_keys.get(i).and_then(Option::as_ref);
-        ups.push(Upstream::new(u, &base, key)?);
+        urls.push(base);
     }
-    Ok((mocks, ups.into()))
+    Ok((mocks, urls))
 }
 
 fn simulated(name: &str, s: &crate::config::SimulateConfig) -> MockSettings {
@@ -249,21 +227,21 @@ impl MakeRequestId for RandomId {
 /// each request. The WebSocket route sits outside the stack on purpose: its
 /// auth is its own (close 4001), and the trace span records the URI, where
 /// `?token=` may carry a key.
-pub fn public_router(state: Arc<AppState>) -> Router {
+pub fn public_router(state: Arc<AppState>, cfg: &Config) -> Router {
     let routes = Router::new()
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/ready", get(ready))
-        .route("/v1/models", get(crate::models::list))
-        .route("/v1/account", get(crate::models::account))
-        .route("/v1/{*rest}", post(crate::proxy::handle))
+        .route("/v1/models", get(crate::ops::models::list))
+        .route("/v1/account", get(crate::ops::models::account))
+        .route("/v1/{*rest}", post(crate::request::http::handle))
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state.clone());
-    let ws = crate::ws::router(state.clone());
-    let x_request_id = HeaderName::from_static("x-request-id");
+    let ws = crate::request::ws::router(state.clone());
+    let x_request_id = REQUEST_ID_HEADER.clone();
     let outer = ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(x_request_id.clone(), RandomId))
@@ -271,11 +249,10 @@ pub fn public_router(state: Arc<AppState>) -> Router {
     let gate = GateLayer::new(state.clone());
     // Two concrete stacks rather than `option_layer`, whose `Either` turns the
     // error type into `BoxError`, which a router cannot serve.
-    if state.cfg.cors_allow_origins.is_empty() {
+    if cfg.cors_allow_origins.is_empty() {
         ws.fallback_service(outer.layer(gate).service(routes))
     } else {
-        let origins: Vec<HeaderValue> = state
-            .cfg
+        let origins: Vec<HeaderValue> = cfg
             .cors_allow_origins
             .iter()
             .filter_map(|o| HeaderValue::from_str(o).ok())
@@ -284,16 +261,13 @@ pub fn public_router(state: Arc<AppState>) -> Router {
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET, Method::POST])
             .allow_headers(tower_http::cors::Any)
-            .expose_headers([
-                HeaderName::from_static("x-turnout-upstream"),
-                HeaderName::from_static("x-turnout-attempts"),
-            ]);
+            .expose_headers([UPSTREAM_HEADER.clone(), ATTEMPTS_HEADER.clone()]);
         ws.fallback_service(outer.layer(cors).layer(gate).service(routes))
     }
 }
 
 async fn ready(State(app): State<Arc<AppState>>) -> Response {
-    if app.failover.table().load().any_usable() {
+    if app.live.load().table.any_usable() {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
         let mut r = axum::Json(

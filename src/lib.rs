@@ -1,49 +1,46 @@
 //! Turnout: an OpenAI-compatible failover router for LLM APIs.
 //!
-//! The module tree follows the request path (see the README's diagram):
+//! The folders are the architecture (see the README's request-flow diagram),
+//! and imports only point down this list (`scripts/check-layers.py` checks it
+//! in CI: no upward import, no cycle):
 //!
-//! | step | module | what it adds |
+//! | layer | modules | what they are |
 //! |---|---|---|
-//! | accept | [`serve`] | HTTP/1.1 keep-alive, header read timeout, upgrades, graceful drain |
-//! | stack | [`app`] · [`gate`] | the tower layers: trace, request id, CORS, then [`gate`]: [`auth`] + [`limit`] + `x-turnout-attempts` |
-//! | handler | [`proxy`] | body limit, minimal parse ([`openai`]), route by model ([`routing`]) |
-//! | split | [`split`] | `xxh3(route, user key)` → the chain's order (pure) |
-//! | failover | [`failover`] | walks the chain: retry [`budget`], backoff, the rules of what moves on |
-//! | leaf | [`attempt`] over [`upstream`] | one try on one upstream: key, model name, timeouts, first-event commit |
-//! | answer | [`stream`] · [`accounting`] | SSE relay with usage scan and error event; metrics, cost, the log line |
+//! | 7 assembly | [`app`] | builds the process: first snapshot, control task, probes, listeners and their tower stacks |
+//! | 6 operations | [`ops`] | admin API (status, splits, rollbacks, `/metrics`), `/v1/models`, `/v1/account` |
+//! | 5 request path | [`request`] | gate → HTTP / WebSocket edge → plan → walk (failover) → attempt → stream reader → finish |
+//! | 4 shared state | [`state`] | `AppState`: the live snapshot handle, metrics, accounting, control handle, retry budget |
+//! | 3 control | [`control`] | the single writer of the snapshot's table: health, splits, rollbacks, split store, alerts |
+//! | 2 routing | [`routing`] | typed ids, the pure split, the routing table, the live [`Snapshot`](routing::Snapshot) |
+//! | 1 clients | [`upstream`] · [`auth`] · [`limit`] · [`accounting`] | upstream HTTP clients, client keys, rate limits, what a finished request counts |
+//! | 0 foundation | [`config`] · [`error`] · [`metrics`] · [`outcome`] · [`headers`] · [`openai`] · [`budget`] · [`logfmt`] · [`serve`] · [`mock`] | used by all; import nothing above |
 //!
-//! Beside the path: [`control`] is the single writer of the routing table,
-//! fed by [`health`] (active probes, passive outcomes), the admin API
-//! ([`admin`]), automatic [`rollback`]; it persists [`overrides`] and sends
-//! [`alerts`]. [`ws`] serves WebSocket chat on the same split and failover;
-//! [`models`] lists models and per-key usage; [`mock`] is the simulated
-//! provider; [`config`], [`error`] and [`metrics`] are used by all. Nothing
-//! low imports the stack above it.
+//! One request: [`request::gate`] loads the [`Snapshot`](routing::Snapshot)
+//! once and the request carries it to its end; [`request::plan`] picks the
+//! route and the chain; [`request::walk`] (driven by
+//! [`request::failover`]) tries upstreams through [`request::attempt`],
+//! producing one [`AttemptRecord`](request::walk::AttemptRecord) per attempt
+//! with its typed [`Outcome`](outcome::Outcome); a stream is read by
+//! [`request::reader`]; [`request::finish`] records the end. HTTP
+//! ([`request::http`]) and WebSocket ([`request::ws`]) differ only at their
+//! edges.
 pub mod accounting;
-pub mod admin;
-pub mod alerts;
 pub mod app;
-pub mod attempt;
 pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod control;
 pub mod error;
-pub mod failover;
-pub mod gate;
-pub mod health;
+pub mod headers;
 pub mod limit;
 pub mod logfmt;
 pub mod metrics;
 pub mod mock;
-pub mod models;
 pub mod openai;
-pub mod overrides;
-pub mod proxy;
-pub mod rollback;
+pub mod ops;
+pub mod outcome;
+pub mod request;
 pub mod routing;
 pub mod serve;
-pub mod split;
-pub mod stream;
+pub mod state;
 pub mod upstream;
-pub mod ws;

@@ -41,7 +41,7 @@ pub struct Metrics {
     pub cost_usd: CounterVec,
     /// The same tokens priced at the route primary's prices: what it would have cost.
     pub baseline_cost_usd: CounterVec,
-    /// Upstream attempts by outcome (`ok`, `status_5xx`, `status_429`, `timeout`, ...).
+    /// Upstream attempts by outcome: the labels of `outcome::Outcome` (`ok`, `http_5xx`, `http_429`, `timeout`, ...).
     pub attempts: IntCounterVec,
     /// Active probe latency.
     pub probe_duration: HistogramVec,

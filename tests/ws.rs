@@ -262,6 +262,62 @@ async fn a_failure_after_the_first_delta_ends_with_an_error_never_a_done() {
 }
 
 #[tokio::test]
+async fn a_stream_longer_than_the_total_timeout_ends_with_an_error() {
+    // Chunks come every 50 ms, far inside `idle` (10 s), but the whole answer
+    // takes about 6 s, far past `total` (500 ms): only `total` can end it.
+    let (chunks, gap) = (120, std::time::Duration::from_millis(50));
+    let natural = gap * chunks;
+    let primary = MockSettings {
+        chunks,
+        chunk_delay: gap,
+        ..mock("primary")
+    };
+    let h = Harness::start(Opts {
+        primary,
+        timeouts: "{total: 500ms, idle: 10s}",
+        ..Opts::default()
+    })
+    .await;
+    let mut ws = h.connect("", &[]).await;
+    let started = std::time::Instant::now();
+    send(&mut ws, chat("long", "write a novel")).await;
+    let r = reply(&mut ws, "long").await;
+    let took = started.elapsed();
+    let seen = format!("after {took:?} and {} deltas: {}", r.deltas, r.last);
+    assert_eq!(r.last["type"], "error", "{seen}");
+    assert_eq!(r.last["error"]["code"], "stream_interrupted", "{seen}");
+    let msg = r.last["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("total timeout"), "{seen}");
+    assert!(r.deltas >= 1, "the stream had not committed: {seen}");
+    // Not a speed check: a stream left to its natural end would take `natural`.
+    assert!(
+        took < natural / 2,
+        "not cut short ({natural:?} in full): {seen}"
+    );
+    assert_eq!(
+        h.fallback.stats().chat,
+        0,
+        "no failover after the first delta"
+    );
+    eventually("the upstream to see the disconnect", || {
+        h.primary.stats().disconnects == 1
+    })
+    .await;
+    eventually("a total_timeout stream error for primary", || {
+        let labels = [r#"reason="total_timeout""#, r#"upstream="primary""#];
+        metric_sum(&h.metrics(), "turnout_stream_errors_total", &labels) == 1.0
+    })
+    .await;
+    // Exactly one final message: the next reply belongs to the next request.
+    send(&mut ws, json!({"id": "after", "messages": []})).await;
+    let m = next_json(&mut ws).await;
+    assert_eq!(
+        (m["id"].as_str(), m["error"]["param"].as_str()),
+        (Some("after"), Some("model"))
+    );
+}
+
+#[tokio::test]
 async fn an_oversized_frame_closes_with_1009() {
     let h = Harness::start(Opts {
         websocket: "{max_message_bytes: 65536}",

@@ -2,6 +2,8 @@
 """End-to-end overhead benchmark: direct vs nginx vs LiteLLM vs Turnout.
 
 Run through scripts/bench.sh, which installs the tools and builds the binaries.
+With --baseline, an older Turnout build is measured too, as the target
+`baseline`, exactly like `turnout`, and the table gains a turnout/baseline column.
 Everything listens on 127.0.0.1; every process started here is stopped by its
 id on exit. The load generator and the simulated providers share one core, the
 proxy under test gets the other. Results: a table on stdout, plus
@@ -320,11 +322,14 @@ class Nginx(Target):
 class Turnout(Target):
     name = "turnout"
 
+    def binary(self):
+        return self.ctx.turnout
+
     def url(self, scenario):
         return f"http://127.0.0.1:{PORTS['turnout']}/v1/chat/completions"
 
     def start(self):
-        d = os.path.join(self.ctx.out, "turnout")
+        d = os.path.join(self.ctx.out, self.name)
         os.makedirs(d, exist_ok=True)
         ups, routes = [], []
         for s in MOCKS:
@@ -342,9 +347,21 @@ class Turnout(Target):
                 upstreams="\n".join(ups), routes="\n".join(routes)))
         env = dict(os.environ)
         env.pop("RUST_LOG", None)
-        self.proc = start([self.ctx.turnout, "serve", "--config", conf], self.ctx.proxy_core,
+        self.proc = start([self.binary(), "serve", "--config", conf], self.ctx.proxy_core,
                           os.path.join(d, "turnout.log"), env=env)
         wait_port(PORTS["turnout"], proc=self.proc)
+
+
+class Baseline(Turnout):
+    """An older Turnout build (--baseline), run exactly like `turnout`: same
+    config, ports, steps and pinning, in turn with the others. Only its files
+    (config, state, log) live apart, in <out>/baseline/, so neither build reads
+    the other's state file."""
+
+    name = "baseline"
+
+    def binary(self):
+        return self.ctx.baseline
 
 
 class LiteLLM(Target):
@@ -640,7 +657,10 @@ def render(summary, targets, meta, chk):
     lines.append(f"rounds: {meta['rounds']}; cells are medians, [min–max] over rounds; "
                  "'added' = target minus direct in the same round")
     lines.append("")
+    base = "baseline" in targets
     head = ["metric"] + targets + ["turnout/nginx", "litellm/turnout"]
+    if base:
+        head.append("turnout/baseline")
     rows = [head]
     for key, s in summary.items():
         label = s["label"] + (f" ({s['unit']})" if s["unit"] else "")
@@ -659,6 +679,9 @@ def render(summary, targets, meta, chk):
         r2 = ratio(lv, tv) if s["lower_is_better"] else ratio(tv, lv)
         row.append("–" if r1 is None else f"{r1:.2f}×")
         row.append("–" if r2 is None else f"{r2:,.0f}×" if r2 >= 10 else f"{r2:.1f}×")
+        if base:
+            r3 = ratio(tv, s["by_target"].get("baseline", {}).get("median"))
+            row.append("–" if r3 is None else f"{r3:.2f}×")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     md = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
@@ -667,6 +690,9 @@ def render(summary, targets, meta, chk):
     lines.append("")
     lines.append("litellm/turnout: how many times better Turnout is (LiteLLM's figure over "
                  "Turnout's, or Turnout's over LiteLLM's for throughput).")
+    if base:
+        lines.append("turnout/baseline: Turnout's figure over the baseline build's (below 1 is "
+                     "better for latency, CPU and memory, above 1 for req/s and streams held).")
     lines.append("")
     lines.append("Targets (issue): ")
     for c in chk:
@@ -731,10 +757,15 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--targets", default="direct,nginx,litellm,turnout")
+    ap.add_argument("--baseline", help="an older turnout executable, measured as the target "
+                    "'baseline' exactly like 'turnout' (omit to skip)")
+    ap.add_argument("--targets", help="comma-separated, default direct,nginx,litellm,turnout "
+                    "(and baseline with --baseline)")
     ap.add_argument("--soak", type=float, default=0, help="minutes of soak (Turnout only)")
     ap.add_argument("--command", default=" ".join(sys.argv))
     ctx = ap.parse_args()
+    if ctx.targets is None:
+        ctx.targets = "direct,nginx,litellm,turnout" + (",baseline" if ctx.baseline else "")
 
     ctx.sat_seconds = 3 if ctx.quick else 6
     ctx.rate_seconds = 4 if ctx.quick else 8
@@ -792,11 +823,15 @@ def main():
               f"late {res['late_kb'] / 1024:.1f} MB, growth {res['growth_kb'] / 1024:+.1f} MB")
         return
 
-    classes = {"direct": Direct, "nginx": Nginx, "litellm": LiteLLM, "turnout": Turnout}
+    classes = {"direct": Direct, "nginx": Nginx, "litellm": LiteLLM, "turnout": Turnout,
+               "baseline": Baseline}
     targets = [t for t in ctx.targets.split(",") if t in classes]
     if "litellm" in targets and not ctx.litellm:
         log("LiteLLM not available: skipped")
         targets.remove("litellm")
+    if "baseline" in targets and not ctx.baseline:
+        log("no --baseline binary: baseline skipped")
+        targets.remove("baseline")
     rounds = []
     for i in range(ctx.rounds):
         log(f"round {i + 1} of {ctx.rounds}")
@@ -853,8 +888,11 @@ def cpu_model():
 
 def versions(ctx):
     v = {}
-    for name, cmd in (("turnout", [ctx.turnout, "--version"]), ("nginx", [ctx.nginx, "-v"]),
-                      ("wrk", ["wrk", "--version"])):
+    cmds = [("turnout", [ctx.turnout, "--version"]), ("nginx", [ctx.nginx, "-v"]),
+            ("wrk", ["wrk", "--version"])]
+    if ctx.baseline:
+        cmds.append(("baseline", [ctx.baseline, "--version"]))
+    for name, cmd in cmds:
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
             v[name] = (p.stdout + p.stderr).strip().splitlines()[0]

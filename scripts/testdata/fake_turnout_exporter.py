@@ -74,8 +74,8 @@ def render():
                     o.histogram(fam, {"route": route, "upstream": u, "transport": tr}, n(5 - i), mean * (i + 1))
 
     o.family("turnout_failovers_total", "counter", "Requests moved on from one upstream to the next.")
-    o.sample("turnout_failovers_total", {"route": "chat", "from": "sim-primary", "to": "sim-fallback", "reason": "status_5xx"}, n(2))
-    o.sample("turnout_failovers_total", {"route": "chat", "from": "sim-target", "to": "sim-primary", "reason": "status_5xx"}, n(1))
+    o.sample("turnout_failovers_total", {"route": "chat", "from": "sim-primary", "to": "sim-fallback", "reason": "http_5xx"}, n(2))
+    o.sample("turnout_failovers_total", {"route": "chat", "from": "sim-target", "to": "sim-primary", "reason": "http_5xx"}, n(1))
 
     o.family("turnout_upstream_healthy", "gauge", "1 when the upstream is usable for routing.")
     for u in UPSTREAMS:
@@ -111,7 +111,7 @@ def render():
     o.family("turnout_upstream_attempts_total", "counter", "Upstream attempts by outcome.")
     for u in UPSTREAMS:
         o.sample("turnout_upstream_attempts_total", {"upstream": u, "outcome": "ok"}, n(0 if u == "sim-broken" else 8))
-        o.sample("turnout_upstream_attempts_total", {"upstream": u, "outcome": "status_5xx"}, n(2))
+        o.sample("turnout_upstream_attempts_total", {"upstream": u, "outcome": "http_5xx"}, n(2))
 
     o.family("turnout_probe_duration_seconds", "histogram", "Active health probe latency.")
     for u in UPSTREAMS:

@@ -21,6 +21,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::outcome::Outcome;
+
 /// One upstream's keep-alive pool (HTTP/1.1, or HTTP/2 when TLS negotiates it).
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -86,20 +88,20 @@ pub fn build(connect_timeout: Duration) -> Result<HttpClient, String> {
 }
 
 /// The word for a failed send, as failover's metrics name it.
-pub fn send_error_reason(e: &SendError) -> &'static str {
+pub fn send_error_outcome(e: &SendError) -> Outcome {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
-                return "timeout";
+                return Outcome::Timeout;
             }
         }
         source = s.source();
     }
     if e.is_connect() {
-        "connect_error"
+        Outcome::ConnectError
     } else {
-        "connection_error"
+        Outcome::ConnectionError
     }
 }
 

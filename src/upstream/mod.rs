@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 
 pub use client::{
-    describe, install_crypto, send_error_reason, BodyStream, HttpClient, Incoming, SendError,
+    describe, install_crypto, send_error_outcome, BodyStream, HttpClient, Incoming, SendError,
 };
 
 use crate::config::{PriceConfig, Secret, TimeoutsConfig, UpstreamConfig};

@@ -33,6 +33,8 @@ pub struct Opts {
     pub keyed: bool,
     /// YAML of the `websocket` section (flow style), e.g. `{max_in_flight: 1}`.
     pub websocket: &'static str,
+    /// YAML of both upstreams' `timeouts` (flow style), e.g. `{total: 500ms}`.
+    pub timeouts: &'static str,
     pub primary: MockSettings,
     pub fallback: MockSettings,
 }
@@ -42,6 +44,7 @@ impl Default for Opts {
         Self {
             keyed: false,
             websocket: "{}",
+            timeouts: "{}",
             primary: mock("primary"),
             fallback: mock("fallback"),
         }
@@ -88,9 +91,10 @@ impl Harness {
         };
         let yaml = format!(
             "listen: 127.0.0.1:0\nstate_path: {state:?}\nauth: {auth}\nwebsocket: {ws}\n\
-             upstreams:\n  - {{name: primary, base_url: '{p}'}}\n  - {{name: fallback, base_url: '{f}'}}\n\
+             upstreams:\n  - {{name: primary, base_url: '{p}', timeouts: {t}}}\n  - {{name: fallback, base_url: '{f}', timeouts: {t}}}\n\
              routes:\n  - {{name: chat, models: ['*'], primary: primary, fallbacks: [fallback]}}\n",
             ws = o.websocket,
+            t = o.timeouts,
             p = primary.base_url(),
             f = fallback.base_url(),
         );
@@ -228,4 +232,15 @@ pub async fn eventually(what: &str, f: impl Fn() -> bool) {
 /// The JSON body of the mock's last request.
 pub fn last_body(m: &MockServer) -> Value {
     serde_json::from_slice(&m.last_request().unwrap().body).unwrap()
+}
+
+/// Sum of a metric's samples whose line holds every one of `labels`
+/// (e.g. `reason="total_timeout"`).
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        .filter(|rest| labels.iter().all(|x| rest.contains(x)))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

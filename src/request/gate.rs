@@ -1,6 +1,7 @@
-//! The admission layer of the `/v1/` API: client key (401), the key's rate
-//! limit (429 + `Retry-After`), and `x-turnout-attempts` on every answer,
-//! errors included.
+//! The admission layer of the `/v1/` API: loads the request's snapshot (the
+//! one it carries to its end, as a request extension), then the client key
+//! (401), the key's rate limit (429 + `Retry-After`), and `x-turnout-attempts`
+//! on every answer, errors included.
 //!
 //! One hand-written tower layer around the whole router rather than axum
 //! `from_fn` / `map_response` route layers: axum wraps each route in every
@@ -17,9 +18,12 @@ use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::{Either, FutureExt, Map, Ready};
 
-use crate::app::AppState;
+use crate::auth::ClientIdentity;
 use crate::error::ApiError;
-use crate::proxy::ATTEMPTS_HEADER;
+use crate::headers::ATTEMPTS_HEADER;
+use crate::metrics::Metrics;
+use crate::routing::Snapshot;
+use crate::state::AppState;
 
 /// Wraps a service in [`Gate`].
 #[derive(Clone)]
@@ -92,32 +96,48 @@ fn with_attempts(r: Result<Response, Infallible>) -> Result<Response, Infallible
 }
 
 /// Auth, then the key's rate limit: the answer that refuses the request, if
-/// any. An admitted request carries its identity as an extension.
+/// any. An admitted request carries its snapshot and identity as extensions.
 fn refusal(app: &AppState, req: &mut Request) -> Option<Response> {
-    if app.keys.disabled() {
+    let snap = app.live.load();
+    let refused = admit(app, &snap, req);
+    req.extensions_mut().insert(snap);
+    refused
+}
+
+fn admit(app: &AppState, snap: &Snapshot, req: &mut Request) -> Option<Response> {
+    if snap.keys().disabled() {
         return None;
     }
-    let Some(id) = app.keys.authenticate(req.headers()) else {
-        app.metrics
-            .requests
-            .with_label_values(&["none", "none", "401", "http"])
-            .inc();
+    let Some(id) = snap.keys().authenticate(req.headers()) else {
+        count_refusal(&app.metrics, "401", "http");
         return Some(ApiError::invalid_api_key().into_response());
     };
     // Only model calls (POST) count against `rpm`; `/v1/models` and `/v1/account` are free.
     if req.method() == Method::POST {
-        if let Err(wait) = app.limits.check(id.index) {
-            app.metrics
-                .rate_limited
-                .with_label_values(&[&id.name])
-                .inc();
-            app.metrics
-                .requests
-                .with_label_values(&["none", "none", "429", "http"])
-                .inc();
-            return Some(ApiError::rate_limited(wait.as_secs_f64().ceil() as u64).into_response());
+        if let Err(e) = rate_limit(&app.metrics, snap, &id) {
+            count_refusal(&app.metrics, "429", "http");
+            return Some(e.into_response());
         }
     }
     req.extensions_mut().insert(id);
     None
+}
+
+/// The key's `rpm`, for HTTP and WebSocket alike: `429` + `Retry-After` when over it.
+pub fn rate_limit(metrics: &Metrics, snap: &Snapshot, id: &ClientIdentity) -> Result<(), ApiError> {
+    match snap.limits().check(id.index) {
+        Ok(()) => Ok(()),
+        Err(wait) => {
+            metrics.rate_limited.with_label_values(&[&id.name]).inc();
+            Err(ApiError::rate_limited(wait.as_secs_f64().ceil() as u64))
+        }
+    }
+}
+
+/// A request refused before it had a route: `turnout_requests_total{route="none"}`.
+pub fn count_refusal(metrics: &Metrics, code: &str, transport: &str) {
+    metrics
+        .requests
+        .with_label_values(&["none", "none", code, transport])
+        .inc();
 }

@@ -2,14 +2,14 @@
 //! reads, from each `chat.completion.chunk`, the text of `choices[0]`, its
 //! `finish_reason` and the `usage` the upstream reports.
 //!
-//! `stream::SseRelay` forwards bytes untouched and never parses them; a
+//! `relay::SseRelay` forwards bytes untouched and never parses them; a
 //! WebSocket client gets JSON messages instead, so here every event is parsed.
 
 use bytes::{Buf, BytesMut};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::stream::blank_line;
+use crate::request::sse::blank_line;
 
 /// Longest event accepted; a longer one is garbage (`invalid_response`).
 const MAX_EVENT: usize = 1024 * 1024;

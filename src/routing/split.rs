@@ -8,6 +8,8 @@
 
 use xxhash_rust::xxh3::Xxh3;
 
+use super::ids::UpstreamId;
+
 /// Buckets per route: a share has a resolution of 0.01 %.
 pub const BUCKETS: u32 = 10_000;
 
@@ -104,6 +106,18 @@ impl Chain {
     /// The `i`th upstream.
     pub fn get(&self, i: usize) -> Option<usize> {
         (i < self.len()).then(|| self.items[i] as usize)
+    }
+    /// The members for which `keep` holds, in order.
+    pub fn filtered(&self, keep: impl Fn(usize) -> bool) -> Chain {
+        let mut c = Chain::default();
+        for u in self.iter().filter(|&u| keep(u)) {
+            c.push(u);
+        }
+        c
+    }
+    /// The upstreams in order, as ids.
+    pub fn ids(&self) -> impl Iterator<Item = UpstreamId> + '_ {
+        self.iter().filter_map(UpstreamId::new)
     }
 }
 

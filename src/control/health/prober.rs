@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::control::{ControlHandle, Event};
 use crate::metrics::Metrics;
+use crate::routing::Base;
 use crate::upstream::{Incoming, Upstream};
 
 /// Largest `/models` body read for the model list.
@@ -27,25 +28,26 @@ struct ModelEntry {
     id: String,
 }
 
-/// Starts one probe loop per upstream with probes enabled.
+/// Starts one probe loop per upstream of `base` with probes enabled.
 pub fn spawn_all(
-    upstreams: Arc<[Upstream]>,
-    cfgs: Vec<crate::config::HealthConfig>,
+    base: Arc<Base>,
     control: ControlHandle,
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
 ) {
-    for (i, cfg) in cfgs.into_iter().enumerate() {
+    for id in base.upstream_ids() {
+        let cfg = base.cfg.upstreams[id.index()].health.clone();
         if !cfg.enabled {
             continue;
         }
-        let (ups, control, metrics, mut shutdown) = (
-            upstreams.clone(),
+        let (base, control, metrics, mut shutdown) = (
+            base.clone(),
             control.clone(),
             metrics.clone(),
             shutdown.clone(),
         );
         tokio::spawn(async move {
+            let up = &base.upstreams[id.index()];
             let mut tick = tokio::time::interval(cfg.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -53,8 +55,8 @@ pub fn spawn_all(
                     _ = shutdown.changed() => return,
                     _ = tick.tick() => {}
                 }
-                let (ok, latency, models) = probe(&ups[i], &cfg.path, cfg.timeout).await;
-                let name = &*ups[i].name;
+                let (ok, latency, models) = probe(up, &cfg.path, cfg.timeout).await;
+                let name = &*up.name;
                 metrics
                     .probe_duration
                     .with_label_values(&[name])
@@ -65,7 +67,7 @@ pub fn spawn_all(
                     .inc();
                 control
                     .send(Event::Probe {
-                        upstream: i,
+                        upstream: id,
                         ok,
                         latency,
                         models,

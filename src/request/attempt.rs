@@ -1,8 +1,9 @@
 //! One try on one upstream, as a tower `Service`: the leaf of the stack that
 //! failover wraps. It sends the request with this upstream's key and model
 //! name, applies the per-upstream timeouts, and says whether the answer is
-//! final (`Served`) or a reason to move on (`AttemptError`). For streams it
-//! answers only once the first SSE event has arrived.
+//! final (`Served`) or a reason to move on (`AttemptError`, with its typed
+//! [`Outcome`]). For streams it answers only once the first SSE event has
+//! arrived (the commit point).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,6 +18,8 @@ use hyper::body::Body;
 use tokio::time::Instant;
 
 use crate::openai::{self, Usage};
+use crate::outcome::Outcome;
+use crate::routing::{Snapshot, UpstreamId};
 use crate::upstream::{BodyStream, Incoming, Upstream};
 
 /// Largest non-streaming upstream body read into memory.
@@ -24,11 +27,14 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Largest prefix of a stream buffered while waiting for its first event.
 const MAX_PREFETCH: usize = 1024 * 1024;
 
-/// One try: which upstream, and the request as the client sent it.
+/// One try: which upstream (of the request's snapshot), and the request as
+/// the client sent it.
 #[derive(Clone)]
 pub struct Attempt {
-    /// Upstream index.
-    pub upstream: usize,
+    /// The request's snapshot (its upstream clients).
+    pub snap: Arc<Snapshot>,
+    /// Who to try.
+    pub upstream: UpstreamId,
     /// Client path after `/v1`, with its query.
     pub suffix: Arc<str>,
     /// Allowlisted client headers.
@@ -62,8 +68,8 @@ pub enum Served {
 /// Why an attempt moved on.
 #[derive(Debug, Clone)]
 pub struct AttemptError {
-    /// Short reason word (metric label).
-    pub reason: &'static str,
+    /// What happened.
+    pub outcome: Outcome,
     /// The upstream's `Retry-After`, if any.
     pub retry_after: Option<Duration>,
     /// The upstream's status, when it answered.
@@ -75,9 +81,9 @@ pub struct AttemptError {
 
 impl AttemptError {
     /// An error without status.
-    pub fn new(reason: &'static str) -> Self {
+    pub fn new(outcome: Outcome) -> Self {
         Self {
-            reason,
+            outcome,
             retry_after: None,
             status: None,
             detail: None,
@@ -86,17 +92,8 @@ impl AttemptError {
 }
 
 /// The leaf service: sends an [`Attempt`] to its upstream.
-#[derive(Clone)]
-pub struct UpstreamService {
-    upstreams: Arc<[Upstream]>,
-}
-
-impl UpstreamService {
-    /// Over the configured upstream clients.
-    pub fn new(upstreams: Arc<[Upstream]>) -> Self {
-        Self { upstreams }
-    }
-}
+#[derive(Clone, Copy, Default)]
+pub struct UpstreamService;
 
 // === impl UpstreamService ===
 
@@ -111,12 +108,10 @@ impl tower::Service<Attempt> for UpstreamService {
     }
 
     fn call(&mut self, a: Attempt) -> Self::Future {
-        let upstreams = self.upstreams.clone();
         Box::pin(async move {
-            match upstreams.get(a.upstream) {
-                Some(up) => send(up, a).await,
-                None => Err(AttemptError::new("unknown_upstream")),
-            }
+            let snap = a.snap.clone();
+            let _in_flight = snap.counters(a.upstream).start();
+            send(snap.upstream(a.upstream), a).await
         })
     }
 }
@@ -130,7 +125,7 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
     };
     let req = match up.post(&a.suffix, &a.headers, body) {
         Ok(r) => r,
-        Err(_) => return Err(AttemptError::new("invalid_url")),
+        Err(_) => return Err(AttemptError::new(Outcome::InvalidUrl)),
     };
     let limit = if a.stream {
         up.timeouts.first_token
@@ -139,9 +134,9 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
     };
     let deadline = Instant::now() + up.timeouts.total;
     let rsp = match tokio::time::timeout(limit.min(up.timeouts.total), req).await {
-        Err(_) => return Err(AttemptError::new("timeout")),
+        Err(_) => return Err(AttemptError::new(Outcome::Timeout)),
         Ok(Err(e)) => {
-            let mut err = AttemptError::new(crate::upstream::send_error_reason(&e));
+            let mut err = AttemptError::new(crate::upstream::send_error_outcome(&e));
             err.detail = Some(crate::upstream::describe(&e));
             return Err(err);
         }
@@ -165,15 +160,15 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
         return prefetch(status, headers, rsp.into_body(), first_deadline).await;
     }
     let body = match tokio::time::timeout_at(deadline, read_body(rsp.into_body())).await {
-        Err(_) => return Err(AttemptError::new("timeout")),
-        Ok(Err(reason)) => return Err(AttemptError::new(reason)),
+        Err(_) => return Err(AttemptError::new(Outcome::Timeout)),
+        Ok(Err(outcome)) => return Err(AttemptError::new(outcome)),
         Ok(Ok(b)) => b,
     };
     let mut usage = None;
     if status.is_success() && json {
         match openai::response_usage(&body) {
             Ok(u) => usage = u,
-            Err(openai::NotJson) => return Err(AttemptError::new("invalid_response")),
+            Err(openai::NotJson) => return Err(AttemptError::new(Outcome::InvalidResponse)),
         }
     }
     Ok(Served::Complete {
@@ -187,11 +182,11 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
 /// `Some` when the status means "move on"; `None` when the answer is final.
 fn classify(status: StatusCode, headers: &HeaderMap) -> Option<AttemptError> {
     let code = status.as_u16();
-    let reason = match code {
-        429 => "http_429",
-        408 => "timeout",
-        401 | 403 | 404 => "http_4xx",
-        500..=599 => "http_5xx",
+    let outcome = match code {
+        429 => Outcome::Http429,
+        408 => Outcome::Timeout,
+        401 | 403 | 404 => Outcome::Http4xx,
+        500..=599 => Outcome::Http5xx,
         _ => return None,
     };
     let retry_after = headers
@@ -201,7 +196,7 @@ fn classify(status: StatusCode, headers: &HeaderMap) -> Option<AttemptError> {
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(Duration::from_secs_f64);
     Some(AttemptError {
-        reason,
+        outcome,
         retry_after,
         status: Some(code),
         detail: None,
@@ -218,7 +213,7 @@ fn visible_headers(h: &HeaderMap) -> HeaderMap {
     out
 }
 
-async fn read_body(mut rsp: Incoming) -> Result<Bytes, &'static str> {
+async fn read_body(mut rsp: Incoming) -> Result<Bytes, Outcome> {
     let cap = rsp
         .size_hint()
         .exact()
@@ -241,12 +236,12 @@ async fn read_body(mut rsp: Incoming) -> Result<Bytes, &'static str> {
                     }
                 }
                 if buf.len() + c.len() > MAX_RESPONSE_BYTES {
-                    return Err("response_too_large");
+                    return Err(Outcome::ResponseTooLarge);
                 }
                 buf.extend_from_slice(&c);
             }
             Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
-            Err(_) => return Err("reset"),
+            Err(_) => return Err(Outcome::Reset),
         }
     }
 }
@@ -261,12 +256,12 @@ async fn prefetch(
     let mut buf = BytesMut::new();
     loop {
         match tokio::time::timeout_at(deadline, stream.next()).await {
-            Err(_) => return Err(AttemptError::new("timeout")),
-            Ok(None) => return Err(AttemptError::new("reset")),
-            Ok(Some(Err(_))) => return Err(AttemptError::new("reset")),
+            Err(_) => return Err(AttemptError::new(Outcome::Timeout)),
+            Ok(None) => return Err(AttemptError::new(Outcome::Reset)),
+            Ok(Some(Err(_))) => return Err(AttemptError::new(Outcome::Reset)),
             Ok(Some(Ok(chunk))) => {
                 buf.extend_from_slice(&chunk);
-                if crate::stream::has_first_event(&buf) {
+                if super::sse::has_first_event(&buf) {
                     return Ok(Served::Stream {
                         status,
                         headers,
@@ -275,7 +270,7 @@ async fn prefetch(
                     });
                 }
                 if buf.len() > MAX_PREFETCH {
-                    return Err(AttemptError::new("invalid_response"));
+                    return Err(AttemptError::new(Outcome::InvalidResponse));
                 }
             }
         }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::window::OutcomeWindow;
 use crate::config::{HealthConfig, OutlierConfig};
+use crate::outcome::Outcome;
 use crate::routing::HealthState;
 
 /// Why a live request counted as a failure.
@@ -20,6 +21,20 @@ pub enum Verdict {
     Fail,
     /// 429: not a health failure, but it cools the upstream down.
     Throttled(Option<Duration>),
+}
+
+impl Verdict {
+    /// What an attempt's outcome says about health; a 429's `Retry-After` is
+    /// honoured up to `retry_after_max`.
+    pub fn of(outcome: Outcome, retry_after: Option<Duration>, retry_after_max: Duration) -> Self {
+        if outcome.is_ok() {
+            Self::Ok
+        } else if outcome.is_throttled() {
+            Self::Throttled(retry_after.map(|d| d.min(retry_after_max)))
+        } else {
+            Self::Fail
+        }
+    }
 }
 
 /// Health of one upstream.

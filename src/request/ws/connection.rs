@@ -15,8 +15,9 @@ use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::dialogue::{Dialogue, Turn};
+use super::job::Job;
 use super::protocol::{self, error_obj, BadFrame, Frame};
-use super::request::{self, Ended, Job};
+use super::request::{self, Ended};
 use super::writer;
 use super::Conn;
 
@@ -39,7 +40,7 @@ pub(crate) async fn run(socket: WebSocket, conn: Conn) {
     let (out, out_rx) = mpsc::channel(OUTBOUND);
     let missed = Arc::new(AtomicU32::new(0));
     let closed = CancellationToken::new();
-    let ping = conn.app.cfg.websocket.ping_interval;
+    let ping = conn.limits.ping_interval;
     let writer = tokio::spawn(writer::run(
         sink,
         out_rx,
@@ -47,7 +48,7 @@ pub(crate) async fn run(socket: WebSocket, conn: Conn) {
         missed.clone(),
         closed.clone(),
     ));
-    let ws = &conn.app.cfg.websocket;
+    let ws = &conn.limits;
     let mut reader = Reader {
         dialogue: Dialogue::new(ws.max_turns, ws.max_conversation_bytes),
         max_in_flight: ws.max_in_flight.max(1),
@@ -292,17 +293,18 @@ impl Reader {
 }
 
 /// `turnout_websocket_connections` for as long as the socket lives.
-struct Gauge(crate::metrics::Metrics);
+struct Gauge(prometheus::IntGauge);
 
 impl Gauge {
     fn new(conn: &Conn) -> Self {
-        conn.app.metrics.ws_connections.inc();
-        Self(conn.app.metrics.clone())
+        let g = conn.app.metrics.ws_connections.clone();
+        g.inc();
+        Self(g)
     }
 }
 
 impl Drop for Gauge {
     fn drop(&mut self) {
-        self.0.ws_connections.dec();
+        self.0.dec();
     }
 }

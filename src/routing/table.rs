@@ -1,21 +1,18 @@
-//! The immutable routing table and its `ArcSwap` handle.
-//!
-//! One snapshot holds everything a request needs to route: routes, effective
-//! split shares, and each upstream's usability. The control task is its only
-//! writer and publishes a whole new table on every change; the request path
-//! does one `load()` and takes no lock, so it sees the old table or the new
-//! one, never a mix.
+//! The routing table: routes with their effective split shares, each
+//! upstream's usability, and the model matcher. Part of the live
+//! [`Snapshot`](super::Snapshot); the control task builds a new one on every
+//! change, a request reads the one its snapshot carries.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::ids::{RouteId, UpstreamId};
+use super::split::{self, Chain};
 use crate::config::Config;
-use crate::split::{self, Chain};
 
 /// Health state names of PRODUCT.md §3.4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,8 +68,8 @@ impl UpstreamView {
 /// A route's effective split.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SplitView {
-    /// Upstream index of the target.
-    pub target: usize,
+    /// The target.
+    pub target: UpstreamId,
     /// Effective share (percent).
     pub percentage: f64,
     /// Share in the config file.
@@ -84,19 +81,51 @@ pub struct SplitView {
 pub struct RouteView {
     /// Config name.
     pub name: Arc<str>,
-    /// Upstream index of the primary.
-    pub primary: usize,
-    /// Upstream indices of the fallbacks.
-    pub fallbacks: Vec<usize>,
+    /// The primary.
+    pub primary: UpstreamId,
+    /// The fallbacks, in order.
+    pub fallbacks: Vec<UpstreamId>,
     /// The split, if the route has one.
     pub split: Option<SplitView>,
+    /// The two possible chains, computed once: `[outside the share, in it]`.
+    chains: [Chain; 2],
+}
+
+impl RouteView {
+    /// A route; its chains are computed here, not per request.
+    pub fn new(
+        name: Arc<str>,
+        primary: UpstreamId,
+        fallbacks: Vec<UpstreamId>,
+        split: Option<SplitView>,
+    ) -> Self {
+        let fb: Vec<usize> = fallbacks.iter().map(|f| f.index()).collect();
+        let target = split.map(|s| s.target.index());
+        let chains = [false, true].map(|moved| split::chain(primary.index(), &fb, target, moved));
+        Self {
+            name,
+            primary,
+            fallbacks,
+            split,
+            chains,
+        }
+    }
+
+    /// The same route with another effective share.
+    pub fn with_percentage(&self, percentage: f64) -> Self {
+        let mut r = self.clone();
+        if let Some(s) = r.split.as_mut() {
+            s.percentage = percentage;
+        }
+        r
+    }
 }
 
 /// Model name → route, from the config's literal names and glob patterns.
 #[derive(Debug, Default)]
 pub struct ModelMatcher {
-    literals: HashMap<String, usize>,
-    globs: Vec<(String, usize)>,
+    literals: HashMap<String, RouteId>,
+    globs: Vec<(String, RouteId)>,
 }
 
 impl ModelMatcher {
@@ -104,6 +133,7 @@ impl ModelMatcher {
     pub fn new(cfg: &Config) -> Self {
         let mut m = Self::default();
         for (i, r) in cfg.routes.iter().enumerate() {
+            let Some(i) = RouteId::new(i) else { break };
             for p in &r.models {
                 if p.contains(['*', '?']) {
                     m.globs.push((p.clone(), i));
@@ -117,7 +147,7 @@ impl ModelMatcher {
 
     /// The route index for a model name. A literal beats an earlier glob only
     /// when it comes from an earlier or the same route.
-    pub fn route_for(&self, model: &str) -> Option<usize> {
+    pub fn route_for(&self, model: &str) -> Option<RouteId> {
         let lit = self.literals.get(model).copied();
         let glob = self
             .globs
@@ -168,59 +198,50 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-/// The whole routing snapshot.
+/// The routing part of a snapshot.
 #[derive(Debug, Clone)]
 pub struct RoutingTable {
-    /// Routes in config order.
+    /// Routes in config order (by [`RouteId`]).
     pub routes: Vec<RouteView>,
-    /// Upstreams in config order.
+    /// Upstreams in config order (by [`UpstreamId`]).
     pub upstreams: Vec<UpstreamView>,
     /// Model → route.
     pub matcher: Arc<ModelMatcher>,
 }
 
 impl RoutingTable {
-    /// The order in which a request tries upstreams.
-    pub fn chain(&self, route: usize, split_key: Option<&str>) -> (Chain, bool) {
-        let r = &self.routes[route];
-        let (target, moved) = match r.split {
-            Some(s) => (
-                Some(s.target),
-                split::in_target(&r.name, split_key, s.percentage),
-            ),
-            None => (None, false),
-        };
-        (split::chain(r.primary, &r.fallbacks, target, moved), moved)
+    /// The order in which a request tries upstreams, and whether the user is
+    /// in the split target's share.
+    pub fn chain(&self, route: RouteId, split_key: Option<&str>) -> (Chain, bool) {
+        let r = self.route(route);
+        let moved = r
+            .split
+            .is_some_and(|s| split::in_target(&r.name, split_key, s.percentage));
+        (r.chains[usize::from(moved)], moved)
     }
 
-    /// True while at least one upstream is usable (`/ready`).
+    /// A route by id.
+    pub fn route(&self, id: RouteId) -> &RouteView {
+        &self.routes[id.index()]
+    }
+
+    /// An upstream's routing view by id.
+    pub fn upstream(&self, id: UpstreamId) -> &UpstreamView {
+        &self.upstreams[id.index()]
+    }
+
+    /// True while at least one upstream is usable (`/health/upstreams`).
     pub fn any_usable(&self) -> bool {
         let now = Instant::now();
         self.upstreams.iter().any(|u| u.usable(now))
     }
 
-    /// Route index by name.
-    pub fn route_index(&self, name: &str) -> Option<usize> {
-        self.routes.iter().position(|r| &*r.name == name)
-    }
-}
-
-/// Shared handle: lock-free reads, whole-table publishes.
-#[derive(Clone)]
-pub struct RoutingTableHandle(Arc<ArcSwap<RoutingTable>>);
-
-impl RoutingTableHandle {
-    /// Wraps the first table.
-    pub fn new(t: RoutingTable) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(t)))
-    }
-    /// The current snapshot.
-    pub fn load(&self) -> Arc<RoutingTable> {
-        self.0.load_full()
-    }
-    /// Readers see the old table or the new one, never a mix.
-    pub fn publish(&self, t: RoutingTable) {
-        self.0.store(Arc::new(t))
+    /// Route id by name.
+    pub fn route_index(&self, name: &str) -> Option<RouteId> {
+        self.routes
+            .iter()
+            .position(|r| &*r.name == name)
+            .and_then(RouteId::new)
     }
 }
 

@@ -1,9 +1,8 @@
 //! How a socket's request ends: what was learnt on the way ([`Progress`]),
-//! the one final message (`done` or `error`, never both), the passive health
-//! report of a stream that broke, and the `Accounting::record` with
-//! transport `ws`.
+//! the one final message (`done` or `error`, never both), and the request
+//! core's one [`Finish`] (metrics, cost, log line, and the health report of a
+//! stream that broke).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Message;
@@ -12,27 +11,24 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::job::Job;
 use super::protocol::{self, error_obj};
-use super::request::Job;
 use super::Conn;
-use crate::accounting::Finished;
-use crate::control::Event;
+use crate::accounting::Transport;
 use crate::error::ApiError;
-use crate::health::Verdict;
 use crate::openai::Usage;
+use crate::outcome::Outcome;
+use crate::request::finish::{Ending, Finish};
+use crate::request::plan::Plan;
+use crate::routing::UpstreamId;
 
 /// What a request learnt before it ended.
 #[derive(Default)]
 pub(crate) struct Progress {
-    /// Route index and name.
-    pub route: Option<(usize, Arc<str>)>,
-    /// The route's primary (prices the savings baseline).
-    pub primary: Option<usize>,
-    /// In the split target's share.
-    pub in_split: bool,
-    /// Serving (or last tried) upstream, and its name.
-    pub upstream: Option<usize>,
-    pub upstream_name: Option<Arc<str>>,
+    /// Route, chain and snapshot, once routed.
+    pub plan: Option<Plan>,
+    /// Serving (or last tried) upstream.
+    pub upstream: Option<UpstreamId>,
     /// Upstream attempts.
     pub attempts: u32,
     /// Time to the first event.
@@ -64,8 +60,8 @@ pub(crate) struct Fail {
     pub status: u16,
     /// The OpenAI-shaped error object.
     pub error: Value,
-    /// Reason word when the stream broke after its first event.
-    pub stream_error: Option<&'static str>,
+    /// How the stream broke after its first event.
+    pub stream_error: Option<Outcome>,
 }
 
 impl Fail {
@@ -85,13 +81,19 @@ impl Fail {
 
 impl Progress {
     /// The stream broke after its first event: an `error`, never a `done`.
-    pub fn broke(&self, reason: &'static str, detail: &str) -> End {
-        let name = self.upstream_name.as_deref().unwrap_or("?");
-        let msg = format!("upstream {name} failed mid-stream: {detail}");
+    pub fn broke(&self, outcome: Outcome) -> End {
+        let name = match (&self.plan, self.upstream) {
+            (Some(plan), Some(up)) => &*plan.snap.upstream(up).name,
+            _ => "?",
+        };
+        let msg = format!(
+            "upstream {name} failed mid-stream: {}",
+            outcome.stream_detail()
+        );
         End::Failed(Fail {
             status: 200,
             error: error_obj(&msg, "upstream_error", "stream_interrupted", None),
-            stream_error: Some(reason),
+            stream_error: Some(outcome),
         })
     }
 
@@ -101,9 +103,9 @@ impl Progress {
             e @ Value::Object(_) => End::Failed(Fail {
                 status: 200,
                 error: e,
-                stream_error: Some("upstream_error"),
+                stream_error: Some(Outcome::UpstreamError),
             }),
-            _ => self.broke("upstream_error", "the upstream sent an error event"),
+            _ => self.broke(Outcome::UpstreamError),
         }
     }
 }
@@ -138,32 +140,28 @@ pub(crate) fn complete(status: StatusCode, body: &[u8], p: &mut Progress) -> End
 
 /// Records a request refused before it reached a route (bad frame, limit).
 pub(crate) fn refused(conn: &Conn, id: &Value, status: u16) {
-    conn.app.accounting.record(&Finished {
-        request_id: &conn.request_id(id),
-        route: "none",
-        upstream: None,
-        primary: None,
-        model: "",
+    let fin = Finish::new(
+        conn.app.clone(),
+        Transport::Ws,
+        conn.request_id(id),
+        Instant::now(),
+        conn.identity.as_ref().map(|i| i.index),
+    );
+    let end = Ending {
         status,
-        attempts: 0,
-        transport: "ws",
-        duration: Duration::ZERO,
-        ttft: None,
-        usage: None,
-        client_key: conn.identity.as_ref().map(|i| i.index),
-        stream_error: None,
-    });
+        ..Ending::default()
+    };
+    fin.record(None, "", end);
 }
 
 /// Records the request, sends its last message, and returns the answer's
 /// text for the conversation (only for a completed `collect` request).
 pub(crate) async fn finish(
-    conn: &Conn,
+    fin: &Finish,
     out: &mpsc::Sender<Message>,
     job: &Job,
     mut p: Progress,
     end: End,
-    started: Instant,
 ) -> Option<String> {
     let usage = p.usage_raw.as_ref();
     let (status, stream_error, reply) = match &end {
@@ -179,32 +177,15 @@ pub(crate) async fn finish(
             Some(protocol::error(&job.id, &f.error)),
         ),
     };
-    if let (Some(_), Some(up), Some((route, _))) = (stream_error, p.upstream, &p.route) {
-        conn.app.control.report(Event::Outcome {
-            upstream: up,
-            route: *route,
-            verdict: Verdict::Fail,
-            ttfb: None,
-            in_split: p.in_split,
-        });
-    }
-    let ups = &conn.app.failover.upstreams();
-    let request_id = conn.request_id(&job.id);
-    conn.app.accounting.record(&Finished {
-        request_id: &request_id,
-        route: p.route.as_ref().map_or("none", |(_, n)| n),
-        upstream: p.upstream.map(|u| &ups[u]),
-        primary: p.primary.map(|u| &ups[u]),
-        model: &job.model,
+    let ending = Ending {
         status,
+        upstream: p.upstream,
         attempts: p.attempts,
-        transport: "ws",
-        duration: started.elapsed(),
         ttft: p.ttft,
         usage: p.usage,
-        client_key: conn.identity.as_ref().map(|i| i.index),
-        stream_error,
-    });
+        broke: stream_error,
+    };
+    fin.record(p.plan.as_ref(), &job.model, ending);
     if let Some(r) = reply {
         let _ = out.send(Message::Text(r.into())).await;
     }

@@ -17,13 +17,14 @@
 //! and `?token=` is a key).
 //!
 //! Files: `protocol` (frames in, messages out), `conversation` (bounded
-//! history), `dialogue` (orders conversation frames), `events` (upstream SSE → pieces), `request` (one request task),
+//! history), `dialogue` (orders conversation frames), `events` (upstream SSE → pieces), `job` (one request as read from its frame), `request` (one request task),
 //! `outcome` (its last message and its accounting).
 
 mod connection;
 mod conversation;
 mod dialogue;
 mod events;
+mod job;
 mod outcome;
 mod protocol;
 mod request;
@@ -41,9 +42,10 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::auth::ClientIdentity;
+use crate::config::WebSocketConfig;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Close code for a bad or missing key (the seed articles' clients expect it).
 pub const CLOSE_INVALID_KEY: u16 = 4001;
@@ -74,6 +76,8 @@ pub(crate) struct Conn {
     pub default_model: Option<String>,
     /// Connection id, prefix of each request's log id.
     pub id: String,
+    /// The socket's limits, as configured when it opened.
+    pub limits: WebSocketConfig,
 }
 
 impl Conn {
@@ -111,13 +115,17 @@ pub async fn upgrade(
         }
         (_, Err(e)) => return ApiError::bad_request(e.body_text()).into_response(),
     };
-    let limit = app.cfg.websocket.max_message_bytes;
+    // The socket's limits and its key are read from the snapshot of its
+    // upgrade; each chat request loads its own snapshot when it starts.
+    let snap = app.live.load();
+    let limits = snap.cfg().websocket.clone();
+    let limit = limits.max_message_bytes;
     let ws = ws.max_message_size(limit).max_frame_size(limit);
-    let identity = if app.keys.disabled() {
+    let identity = if snap.keys().disabled() {
         None
     } else {
         let presented = crate::auth::presented_key(&headers).or(params.token.as_deref());
-        match presented.and_then(|k| app.keys.check(k)) {
+        match presented.and_then(|k| snap.keys().check(k)) {
             Some(id) => Some(id),
             None => return ws.on_upgrade(move |socket| reject(socket, app)),
         }
@@ -134,6 +142,7 @@ pub async fn upgrade(
             .or(params.user.filter(|u| !u.is_empty())),
         default_model: params.model.filter(|m| !m.is_empty()),
         id: format!("ws-{:016x}", fastrand::u64(..)),
+        limits,
         app,
     };
     ws.on_upgrade(move |socket| connection::run(socket, conn))
@@ -141,10 +150,7 @@ pub async fn upgrade(
 
 /// Closes at once with 4001; nothing the client sent is looked at.
 async fn reject(mut socket: WebSocket, app: Arc<AppState>) {
-    app.metrics
-        .requests
-        .with_label_values(&["none", "none", "401", "ws"])
-        .inc();
+    crate::request::gate::count_refusal(&app.metrics, "401", "ws");
     let frame = CloseFrame {
         code: CLOSE_INVALID_KEY,
         reason: "invalid api key".into(),

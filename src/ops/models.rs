@@ -7,26 +7,27 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::auth::ClientIdentity;
 use crate::error::ApiError;
-use crate::routing::{glob_match, RoutingTable};
+use crate::routing::{glob_match, Snapshot};
+use crate::state::AppState;
 
 /// Every literal name in `routes[].models`, every `model_map` key, and the
 /// upstreams' own models (learned from their `/models`) that match a glob of a
 /// route they serve.
-pub fn client_model_names(app: &AppState, t: &RoutingTable) -> BTreeSet<String> {
+pub fn client_model_names(snap: &Snapshot) -> BTreeSet<String> {
+    let t = &snap.table;
     let mut names: BTreeSet<String> = t.matcher.literals().map(str::to_owned).collect();
-    for u in app.cfg.upstreams.iter() {
+    for u in snap.cfg().upstreams.iter() {
         names.extend(u.model_map.keys().cloned());
     }
-    for (ri, r) in app.cfg.routes.iter().enumerate() {
+    for (ri, r) in snap.cfg().routes.iter().enumerate() {
         let view = &t.routes[ri];
         let members = std::iter::once(view.primary)
             .chain(view.fallbacks.iter().copied())
             .chain(view.split.map(|s| s.target));
         for u in members {
-            for m in t.upstreams[u].models.iter() {
+            for m in t.upstream(u).models.iter() {
                 if r.models
                     .iter()
                     .any(|p| p.contains(['*', '?']) && glob_match(p, m))
@@ -40,9 +41,9 @@ pub fn client_model_names(app: &AppState, t: &RoutingTable) -> BTreeSet<String> 
 }
 
 /// `GET /v1/models`.
-pub async fn list(State(app): State<Arc<AppState>>) -> Response {
-    let t = app.failover.table().load();
-    let data: Vec<_> = client_model_names(&app, &t)
+pub async fn list(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    let snap = request_snapshot(&app, &req);
+    let data: Vec<_> = client_model_names(&snap)
         .into_iter()
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "turnout"}))
         .collect();
@@ -57,8 +58,9 @@ pub async fn account(State(app): State<Arc<AppState>>, req: Request) -> Response
         )
         .into_response();
     };
-    let rpm = app
-        .cfg
+    let snap = request_snapshot(&app, &req);
+    let rpm = snap
+        .cfg()
         .auth
         .as_ref()
         .and_then(|a| a.keys.get(id.index))
@@ -71,4 +73,12 @@ pub async fn account(State(app): State<Arc<AppState>>, req: Request) -> Response
         "since": "process start",
     }))
     .into_response()
+}
+
+/// The snapshot the admission layer loaded for this request.
+fn request_snapshot(app: &AppState, req: &Request) -> Arc<Snapshot> {
+    match req.extensions().get::<Arc<Snapshot>>() {
+        Some(s) => s.clone(),
+        None => app.live.load(),
+    }
 }

@@ -1,17 +1,10 @@
-//! SSE pass-through: the first-event commit, a cheap scan for `usage` and
-//! `[DONE]`, and the error event that ends a stream whose upstream failed.
+//! SSE scanning: event boundaries, the first-event commit, and a cheap scan
+//! for `usage` and `[DONE]`.
 //!
-//! Chunks are forwarded as they arrive, unchanged. The scanner only looks at
-//! event boundaries and parses the rare event that mentions `"usage"`.
+//! Chunks pass through unchanged; the scanner only looks at event boundaries
+//! and parses the rare event that mentions `"usage"`.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
-
-use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
-use tokio::time::{Instant, Sleep};
+use bytes::BytesMut;
 
 use crate::openai::Usage;
 
@@ -128,141 +121,6 @@ pub fn has_first_event(buf: &[u8]) -> bool {
         rest = &rest[end..];
     }
     false
-}
-
-/// How a relayed stream ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamEnd {
-    /// `[DONE]` then EOF.
-    Completed,
-    /// The client went away first.
-    ClientGone,
-    /// The upstream failed after the first byte (reason word for metrics).
-    UpstreamFailed(&'static str),
-}
-
-/// Called once when the stream ends, with what the scanner saw.
-pub type OnEnd = Box<dyn FnOnce(StreamEnd, Option<Usage>) + Send>;
-
-/// The body sent to the client: prefetched bytes, then the upstream's chunks,
-/// under an idle timeout and the upstream's total deadline, ending in an error
-/// event if the upstream fails.
-pub struct SseRelay {
-    first: Option<Bytes>,
-    rest: crate::upstream::BodyStream,
-    idle: Duration,
-    deadline: Instant,
-    timer: Pin<Box<Sleep>>,
-    scanner: SseScanner,
-    upstream: std::sync::Arc<str>,
-    on_end: Option<OnEnd>,
-    finished: bool,
-}
-
-impl SseRelay {
-    /// Wraps an upstream stream whose first bytes were already read.
-    pub fn new(
-        first: Bytes,
-        rest: crate::upstream::BodyStream,
-        idle: Duration,
-        deadline: Instant,
-        upstream: std::sync::Arc<str>,
-        on_end: OnEnd,
-    ) -> Self {
-        let mut scanner = SseScanner::default();
-        scanner.feed(&first);
-        Self {
-            first: Some(first),
-            rest,
-            idle,
-            deadline,
-            timer: Box::pin(tokio::time::sleep_until(
-                (Instant::now() + idle).min(deadline),
-            )),
-            scanner,
-            upstream,
-            on_end: Some(on_end),
-            finished: false,
-        }
-    }
-
-    fn end(&mut self, how: StreamEnd) {
-        self.finished = true;
-        if let Some(f) = self.on_end.take() {
-            f(how, self.scanner.usage);
-        }
-    }
-
-    fn error_event(&mut self, reason: &'static str, detail: &str) -> Bytes {
-        self.end(StreamEnd::UpstreamFailed(reason));
-        let body = crate::error::error_body(
-            &format!("upstream {} failed mid-stream: {detail}", self.upstream),
-            "upstream_error",
-            "stream_interrupted",
-        );
-        let mut out = BytesMut::with_capacity(body.len() + 10);
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&body);
-        out.extend_from_slice(b"\n\n");
-        out.freeze()
-    }
-}
-
-impl Stream for SseRelay {
-    type Item = Result<Bytes, std::convert::Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.finished {
-            return Poll::Ready(None);
-        }
-        if let Some(first) = this.first.take() {
-            return Poll::Ready(Some(Ok(first)));
-        }
-        match this.rest.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.scanner.feed(&chunk);
-                let next = (Instant::now() + this.idle).min(this.deadline);
-                this.timer.as_mut().reset(next);
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let detail = if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "connection error"
-                };
-                Poll::Ready(Some(Ok(this.error_event("reset", detail))))
-            }
-            Poll::Ready(None) => {
-                if this.scanner.done {
-                    this.end(StreamEnd::Completed);
-                    Poll::Ready(None)
-                } else {
-                    Poll::Ready(Some(Ok(
-                        this.error_event("eof_without_done", "stream ended without [DONE]")
-                    )))
-                }
-            }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) if Instant::now() >= this.deadline => Poll::Ready(Some(Ok(
-                    this.error_event("total_timeout", "the stream exceeded the total timeout")
-                ))),
-                Poll::Ready(()) => Poll::Ready(Some(Ok(
-                    this.error_event("idle_timeout", "no data within the idle timeout")
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-}
-
-impl Drop for SseRelay {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.end(StreamEnd::ClientGone);
-        }
-    }
 }
 
 #[cfg(test)]

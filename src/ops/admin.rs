@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
 use crate::control::Trigger;
 use crate::error::ApiError;
-use crate::routing::{RoutingTable, SplitView};
+use crate::routing::{RouteId, RoutingTable, Snapshot, SplitView};
+use crate::state::AppState;
 
 /// The admin router.
 pub fn router(app: Arc<AppState>) -> Router {
@@ -77,7 +77,7 @@ async fn require_token(State(app): State<Arc<AppState>>, req: Request, next: Nex
 }
 
 async fn metrics_token(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if !app.cfg.admin.metrics_require_token {
+    if !app.live.load().cfg().admin.metrics_require_token {
         return next.run(req).await;
     }
     match token_ok(&app, &req) {
@@ -96,11 +96,13 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// `/admin/status` body.
-pub fn status_json(t: &RoutingTable) -> Value {
+pub fn status_json(snap: &Snapshot) -> Value {
+    let t = &snap.table;
     let upstreams: Vec<Value> = t
         .upstreams
         .iter()
-        .map(|u| {
+        .zip(snap.base().counters.iter())
+        .map(|(u, c)| {
             json!({
                 "name": &*u.name,
                 "state": u.state.as_str(),
@@ -109,6 +111,7 @@ pub fn status_json(t: &RoutingTable) -> Value {
                 "ejected_until": u.ejected_until.map(|t| humantime::format_rfc3339_millis(t).to_string()),
                 "models": u.models.len(),
                 "ttfb_ewma_ms": u.ttfb_ewma_ms.map(|v| (v * 100.0).round() / 100.0),
+                "in_flight": c.in_flight(),
             })
         })
         .collect();
@@ -118,8 +121,8 @@ pub fn status_json(t: &RoutingTable) -> Value {
         .map(|r| {
             json!({
                 "name": &*r.name,
-                "primary": &*t.upstreams[r.primary].name,
-                "fallbacks": r.fallbacks.iter().map(|&f| &*t.upstreams[f].name).collect::<Vec<_>>(),
+                "primary": &*t.upstream(r.primary).name,
+                "fallbacks": r.fallbacks.iter().map(|&f| &*t.upstream(f).name).collect::<Vec<_>>(),
                 "split": r.split.map(|s| split_json(t, &s)),
             })
         })
@@ -129,18 +132,19 @@ pub fn status_json(t: &RoutingTable) -> Value {
 
 fn split_json(t: &RoutingTable, s: &SplitView) -> Value {
     json!({
-        "target": &*t.upstreams[s.target].name,
+        "target": &*t.upstream(s.target).name,
         "percentage": s.percentage,
         "configured_percentage": s.configured_percentage,
     })
 }
 
 async fn status(State(app): State<Arc<AppState>>) -> Response {
-    axum::Json(status_json(&app.failover.table().load())).into_response()
+    axum::Json(status_json(&app.live.load())).into_response()
 }
 
-fn route_with_split(app: &AppState, route: &str) -> Result<(usize, f64), ApiError> {
-    let t = app.failover.table().load();
+fn route_with_split(app: &AppState, route: &str) -> Result<(RouteId, f64), ApiError> {
+    let snap = app.live.load();
+    let t = &snap.table;
     let idx = t.route_index(route).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -149,7 +153,7 @@ fn route_with_split(app: &AppState, route: &str) -> Result<(usize, f64), ApiErro
             format!("No route named {route:?}."),
         )
     })?;
-    let split = t.routes[idx].split.ok_or_else(|| {
+    let split = t.route(idx).split.ok_or_else(|| {
         ApiError::bad_request(format!(
             "Route {route:?} has no split configured (add `split:` to it in the config)."
         ))
@@ -163,13 +167,13 @@ async fn change(app: &AppState, route: &str, pct: f64, trigger: Trigger) -> Resp
         Err(e) => return e.into_response(),
     };
     match app.control.set_split(idx, pct, trigger).await {
-        Some((view, persisted)) => {
-            let t = app.failover.table().load();
-            let mut v = split_json(&t, &view);
+        Some(change) => {
+            let snap = app.live.load();
+            let mut v = split_json(&snap.table, &change.view);
             v["route"] = json!(route);
             v["previous_percentage"] = json!(before);
             // In force either way; `false` means it will not survive a restart.
-            v["persisted"] = json!(persisted);
+            v["persisted"] = json!(change.persisted);
             axum::Json(v).into_response()
         }
         None => ApiError::internal("The control task is not running.").into_response(),

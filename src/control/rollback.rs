@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::health::window::OutcomeWindow;
 use crate::config::AutoRollbackConfig;
-use crate::health::window::OutcomeWindow;
 
 /// The target's recent outcomes on one route.
 #[derive(Debug, Clone)]

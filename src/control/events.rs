@@ -1,0 +1,71 @@
+//! What the control task hears about: probe results, live outcomes, admin
+//! changes. Requests only ever `try_send` (they never wait on the task).
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::outcome::Outcome;
+use crate::routing::{RouteId, SplitView, UpstreamId};
+
+/// Who changed a split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `PUT /admin/routes/{route}/split`.
+    Set,
+    /// `POST /admin/routes/{route}/rollback`.
+    Manual,
+    /// Automatic rollback.
+    Auto,
+}
+
+impl Trigger {
+    /// Label value (`turnout_rollbacks_total{trigger}`, the state file, alerts).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Set => "set",
+            Self::Manual => "manual",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+/// A split change as the admin API reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitChange {
+    /// The route's split after the change.
+    pub view: SplitView,
+    /// Whether the change reached the split store (it is in force either way).
+    pub persisted: bool,
+}
+
+/// Something the control task must take into account.
+#[derive(Debug)]
+pub enum Event {
+    /// An active probe finished.
+    Probe {
+        upstream: UpstreamId,
+        ok: bool,
+        latency: Duration,
+        models: Option<Vec<String>>,
+    },
+    /// A live attempt (or a stream after its commit point) finished.
+    Outcome {
+        upstream: UpstreamId,
+        route: RouteId,
+        outcome: Outcome,
+        /// The upstream's `Retry-After`, for a 429.
+        retry_after: Option<Duration>,
+        ttfb: Option<Duration>,
+        /// The request was in the split target's share.
+        in_split: bool,
+    },
+    /// An admin change of share; replies once the change is persisted (or
+    /// could not be), with the new split.
+    SetSplit {
+        route: RouteId,
+        percentage: f64,
+        trigger: Trigger,
+        reply: oneshot::Sender<Option<SplitChange>>,
+    },
+}

@@ -1,0 +1,235 @@
+//! The control task: the single writer of the live snapshot's routing table.
+//!
+//! Probe results, live outcomes and admin changes arrive as [`Event`]s on one
+//! bounded channel; the task updates health ([`health`]), split shares and
+//! automatic rollbacks ([`splits`], [`rollback`]), and publishes a whole new
+//! snapshot whenever something routing-relevant changed ([`publish`]). Split
+//! changes are persisted by the [`store`] writer, off this loop; [`alerts`]
+//! go out from their own queue. No request ever waits on it: outcomes are
+//! sent with `try_send`.
+
+pub mod alerts;
+pub mod events;
+pub mod health;
+mod publish;
+pub mod rollback;
+mod splits;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+pub use events::{Event, SplitChange, Trigger};
+
+use alerts::Alerts;
+use health::{UpstreamHealth, Verdict};
+use splits::Splits;
+use store::{SplitStore, StoreWriter};
+
+use crate::metrics::Metrics;
+use crate::routing::{Base, Live, RouteId, UpstreamId};
+
+/// Events queued beyond this are dropped (outcomes only; they are statistics).
+const QUEUE: usize = 8192;
+
+/// Cheap handle used by requests, probes and the admin API.
+#[derive(Clone)]
+pub struct ControlHandle {
+    tx: mpsc::Sender<Event>,
+}
+
+impl ControlHandle {
+    /// Queues without waiting; a full queue drops the event.
+    pub fn report(&self, ev: Event) {
+        let _ = self.tx.try_send(ev);
+    }
+
+    /// Queues, waiting for room (probes and admin changes must not be lost).
+    pub async fn send(&self, ev: Event) {
+        let _ = self.tx.send(ev).await;
+    }
+
+    /// Changes a route's share; answers once the new snapshot is published
+    /// and the change persisted (or not: `persisted` says).
+    pub async fn set_split(
+        &self,
+        route: RouteId,
+        percentage: f64,
+        trigger: Trigger,
+    ) -> Option<SplitChange> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::SetSplit {
+            route,
+            percentage,
+            trigger,
+            reply,
+        })
+        .await;
+        rx.await.ok().flatten()
+    }
+}
+
+/// State owned by the control task.
+pub struct Control {
+    base: Arc<Base>,
+    live: Live,
+    health: Vec<UpstreamHealth>,
+    models: Vec<Arc<Vec<String>>>,
+    splits: Splits,
+    store: StoreWriter,
+    metrics: Metrics,
+    alerts: Alerts,
+    rx: mpsc::Receiver<Event>,
+    wall_offset: (Instant, SystemTime),
+}
+
+impl Control {
+    /// Loads persisted shares from `store`, then builds and publishes the
+    /// first snapshot of `base`.
+    pub fn new(
+        base: Arc<Base>,
+        store: Arc<dyn SplitStore>,
+        metrics: Metrics,
+        alerts: Alerts,
+    ) -> (Self, ControlHandle, Live) {
+        let now = Instant::now();
+        let splits = Splits::new(&base, store.load(), now);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let live = Live::new(crate::routing::Snapshot::new(
+            base.clone(),
+            base.initial_table(),
+        ));
+        let c = Self {
+            health: base
+                .cfg
+                .upstreams
+                .iter()
+                .map(|u| UpstreamHealth::new(&u.health, &base.cfg.outlier, now))
+                .collect(),
+            models: base.upstreams.iter().map(|_| Arc::default()).collect(),
+            splits,
+            store: StoreWriter::start(store),
+            metrics,
+            alerts,
+            rx,
+            wall_offset: (now, SystemTime::now()),
+            live: live.clone(),
+            base,
+        };
+        c.init_metrics();
+        c.publish();
+        (c, ControlHandle { tx }, live)
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let changed = tokio::select! {
+                _ = shutdown.changed() => return,
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => self.apply(ev),
+                    None => return,
+                },
+                _ = tick.tick() => self.on_tick(),
+            };
+            if changed {
+                self.publish();
+            }
+        }
+    }
+
+    fn on_tick(&mut self) -> bool {
+        let now = Instant::now();
+        let mut changed = false;
+        for up in self.base.upstream_ids() {
+            let before = self.health[up.index()].state();
+            if self.health[up.index()].on_tick(now) {
+                self.note_flip(up, before);
+                changed = true;
+            }
+        }
+        // Error rates shown in status age out even without traffic.
+        changed || self.health.iter().any(|h| h.window.counts(now).0 > 0)
+    }
+
+    /// Applies one event; true when the snapshot must be republished.
+    pub fn apply(&mut self, ev: Event) -> bool {
+        let now = Instant::now();
+        match ev {
+            Event::Probe {
+                upstream,
+                ok,
+                latency,
+                models,
+            } => {
+                let i = upstream.index();
+                let before = self.health[i].state();
+                let cfg = &self.base.cfg.upstreams[i].health;
+                let flipped = self.health[i].on_probe(ok, latency, cfg, now);
+                if flipped {
+                    self.note_flip(upstream, before);
+                }
+                if let Some(m) = models {
+                    if *self.models[i] != m {
+                        self.models[i] = Arc::new(m);
+                        return true;
+                    }
+                }
+                flipped
+            }
+            Event::Outcome {
+                upstream,
+                route,
+                outcome,
+                retry_after,
+                ttfb,
+                in_split,
+            } => {
+                let i = upstream.index();
+                let verdict =
+                    Verdict::of(outcome, retry_after, self.base.cfg.failover.retry_after_max);
+                let before = self.health[i].state();
+                let was_cooling = self.health[i].cooling_until;
+                let ejected = self.health[i].on_outcome(verdict, ttfb, &self.base.cfg.outlier, now);
+                if ejected {
+                    self.metrics
+                        .ejections
+                        .with_label_values(&[&self.base.upstreams[i].name])
+                        .inc();
+                    self.note_ejection(upstream, before, outcome);
+                }
+                let mut changed = ejected || was_cooling != self.health[i].cooling_until;
+                if ejected {
+                    changed |= self.roll_back_routes_targeting(upstream);
+                }
+                if in_split && !outcome.is_throttled() {
+                    changed |= self.watch_target(route, upstream, outcome.is_ok(), ttfb);
+                }
+                changed
+            }
+            Event::SetSplit {
+                route,
+                percentage,
+                trigger,
+                reply,
+            } => {
+                // Publishes by itself, before the answer goes out.
+                self.set_share(route, percentage, trigger, None, Some(reply));
+                false
+            }
+        }
+    }
+
+    fn wall(&self, t: Instant) -> SystemTime {
+        let (i0, w0) = self.wall_offset;
+        w0 + t.saturating_duration_since(i0)
+    }
+
+    fn upstream_name(&self, id: UpstreamId) -> &str {
+        &self.base.upstreams[id.index()].name
+    }
+}

@@ -1,0 +1,256 @@
+//! Failover: the driver of a [`Walk`] and the one layer that retries, as a
+//! tower `Layer` + `Service` over the leaf attempt service.
+//!
+//! What moves on (PRODUCT.md §4): connection errors, timeouts before the
+//! response starts, 408, 429, 5xx, garbage, and an upstream's own
+//! 401/403/404; any other answer (a client's 400/413/415/422, a success) is
+//! final. Which upstream comes next, the retry budget and the backoff are the
+//! walk's; this driver makes the attempts one after the other, reports each
+//! outcome to health and metrics, and returns every attempt's record.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+pub use super::attempt::{Attempt, AttemptError, Served, UpstreamService};
+use super::plan::Plan;
+use super::walk::{AttemptRecord, Step, Walk};
+use crate::control::Event;
+use crate::error::ApiError;
+use crate::openai::RequestFacts;
+use crate::outcome::Outcome;
+use crate::routing::UpstreamId;
+use crate::state::AppState;
+
+/// One client request, ready to be sent along its chain.
+pub struct ProxyCall {
+    /// Route, chain and the snapshot they were decided on.
+    pub plan: Plan,
+    /// Client path after `/v1`, with its query.
+    pub suffix: Arc<str>,
+    /// Allowlisted client headers.
+    pub headers: Arc<HeaderMap>,
+    /// The client's body.
+    pub body: Bytes,
+    /// What was read from it.
+    pub facts: RequestFacts,
+}
+
+/// A served request.
+pub struct Success {
+    /// Who answered.
+    pub upstream: UpstreamId,
+    /// Attempts made (≥ 1).
+    pub attempts: u32,
+    /// Time to first byte (headers for JSON, first event for streams).
+    pub ttfb: Duration,
+    /// The answer.
+    pub served: Served,
+    /// Every attempt, the serving one last.
+    pub records: Vec<AttemptRecord>,
+}
+
+/// A request no upstream could serve.
+pub struct Failure {
+    /// What the client gets.
+    pub error: ApiError,
+    /// Last upstream tried.
+    pub upstream: Option<UpstreamId>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Every attempt.
+    pub records: Vec<AttemptRecord>,
+}
+
+/// Wraps an attempt service (normally [`UpstreamService`]) into [`Failover`].
+#[derive(Clone)]
+pub struct FailoverLayer {
+    app: Arc<AppState>,
+}
+
+impl FailoverLayer {
+    /// Over the process's retry budget, control handle and metrics.
+    pub fn new(app: Arc<AppState>) -> Self {
+        Self { app }
+    }
+}
+
+impl<S> Layer<S> for FailoverLayer {
+    type Service = Failover<S>;
+
+    fn layer(&self, inner: S) -> Failover<S> {
+        Failover {
+            app: self.app.clone(),
+            inner,
+        }
+    }
+}
+
+/// The one layer that retries: walks a [`ProxyCall`]'s chain through its inner
+/// attempt service. Cheap to build per request (one `Arc` and the inner service).
+#[derive(Clone)]
+pub struct Failover<S = UpstreamService> {
+    app: Arc<AppState>,
+    inner: S,
+}
+
+// === impl Failover ===
+
+impl<S> Service<ProxyCall> for Failover<S>
+where
+    S: Service<Attempt, Response = Served, Error = AttemptError> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+    type Response = Success;
+    type Error = Failure;
+    type Future = BoxFuture<'static, Result<Success, Failure>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        // Readiness is per upstream and decided inside the walk.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ProxyCall) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.run(call).await })
+    }
+}
+
+impl<S> Failover<S>
+where
+    S: Service<Attempt, Response = Served, Error = AttemptError> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+    /// Sends the request along its chain until one upstream serves it.
+    pub async fn run(&self, call: ProxyCall) -> Result<Success, Failure> {
+        let app = &*self.app;
+        let plan = &call.plan;
+        app.budget.deposit();
+        let mut walk = Walk::new(plan, plan.snap.failover(), Instant::now());
+        let template = Attempt {
+            snap: plan.snap.clone(),
+            upstream: plan.primary(),
+            suffix: call.suffix.clone(),
+            headers: call.headers.clone(),
+            body: call.body.clone(),
+            model: call
+                .facts
+                .model
+                .as_deref()
+                .zip(call.facts.model_span)
+                .map(|(m, s)| (Arc::from(m), s)),
+            stream: call.facts.stream,
+        };
+        loop {
+            let (up, backoff, after) = match walk.next(&app.budget) {
+                Step::Stop => break,
+                Step::Try {
+                    upstream,
+                    backoff,
+                    after,
+                } => (upstream, backoff, after),
+            };
+            if let Some(prev) = after {
+                self.count_retry(plan, prev, up);
+            }
+            if let Some(wait) = backoff {
+                tokio::time::sleep(wait).await;
+            }
+            let start = Instant::now();
+            let attempt = Attempt {
+                upstream: up,
+                ..template.clone()
+            };
+            let result = self.inner.clone().oneshot(attempt).await;
+            let latency = start.elapsed();
+            let record = match &result {
+                Ok(_) => AttemptRecord {
+                    upstream: up,
+                    outcome: Outcome::Ok,
+                    status: None,
+                    latency,
+                    retry_after: None,
+                },
+                Err(e) => AttemptRecord {
+                    upstream: up,
+                    outcome: e.outcome,
+                    status: e.status,
+                    latency,
+                    retry_after: e.retry_after,
+                },
+            };
+            self.report(plan, &record);
+            walk.record(record);
+            match result {
+                Ok(served) => {
+                    return Ok(Success {
+                        upstream: up,
+                        attempts: walk.attempts(),
+                        ttfb: latency,
+                        served,
+                        records: walk.into_records(),
+                    })
+                }
+                Err(e) => tracing::debug!(
+                    upstream = %plan.snap.upstream(up).name,
+                    reason = e.outcome.label(),
+                    detail = e.detail.as_deref().unwrap_or(""),
+                    "attempt failed"
+                ),
+            }
+        }
+        if walk.budget_spent() {
+            app.metrics
+                .budget_exhausted
+                .with_label_values(&[plan.route_name()])
+                .inc();
+        }
+        let attempts = walk.attempts();
+        let (error, records) = walk.failure(&plan.snap);
+        Err(Failure {
+            error,
+            upstream: records.last().map(|r| r.upstream),
+            attempts,
+            records,
+        })
+    }
+
+    /// A second or later attempt: `turnout_retries_total` and the failover
+    /// from the previous upstream.
+    fn count_retry(&self, plan: &Plan, prev: AttemptRecord, to: UpstreamId) {
+        let m = &self.app.metrics;
+        let route = plan.route_name();
+        m.retries.with_label_values(&[route]).inc();
+        m.failovers
+            .with_label_values(&[
+                route,
+                &plan.snap.upstream(prev.upstream).name,
+                &plan.snap.upstream(to).name,
+                prev.outcome.label(),
+            ])
+            .inc();
+    }
+
+    /// Every attempt counts for metrics and, through the control task, health.
+    fn report(&self, plan: &Plan, r: &AttemptRecord) {
+        self.app
+            .metrics
+            .attempts
+            .with_label_values(&[&plan.snap.upstream(r.upstream).name, r.outcome.label()])
+            .inc();
+        self.app.control.report(Event::Outcome {
+            upstream: r.upstream,
+            route: plan.route,
+            outcome: r.outcome,
+            retry_after: r.retry_after,
+            ttfb: Some(r.latency),
+            in_split: plan.in_split,
+        });
+    }
+}
