@@ -35,10 +35,10 @@ fn snapshot() -> Arc<Snapshot> {
         Ok(c) => c,
         Err(e) => panic!("bench config: {}", e.0),
     };
-    let urls: Vec<String> = cfg
+    let urls: Vec<Vec<(String, String)>> = cfg
         .upstreams
         .iter()
-        .filter_map(|u| u.base_url.clone())
+        .filter_map(|u| Some(vec![(u.name.clone(), u.base_url.clone()?)]))
         .collect();
     let base = match Base::build(Arc::new(cfg), &Secrets::default(), &urls) {
         Ok(b) => Arc::new(b),

@@ -149,15 +149,22 @@ pub async fn start(
     })
 }
 
-/// Each upstream's address: its `base_url`, or the address of the simulated
+/// Each upstream's endpoints as `(name, address)`: its `base_url` (named
+/// after the upstream), its `endpoints`, or the address of the simulated
 /// provider started for it.
-async fn resolve_base_urls(cfg: &Config) -> Result<(Vec<MockServer>, Vec<String>), String> {
+async fn resolve_base_urls(
+    cfg: &Config,
+) -> Result<(Vec<MockServer>, Vec<Vec<(String, String)>>), String> {
     let mut mocks = Vec::new();
     let mut urls = Vec::new();
     for (i, u) in cfg.upstreams.iter().enumerate() {
-        let base = match (&u.base_url, &u.simulate) {
-            (Some(b), _) => b.clone(),
-            (None, Some(sim)) => {
+        let eps = match (&u.base_url, &u.endpoints, &u.simulate) {
+            (Some(b), _, _) => vec![(u.name.clone(), b.clone())],
+            (None, Some(eps), _) => eps
+                .iter()
+                .map(|e| (e.name.clone(), e.base_url.clone()))
+                .collect(),
+            (None, None, Some(sim)) => {
                 let settings = simulated(u.name.as_str(), sim);
                 let m = MockServer::start(settings)
                     .await
@@ -165,11 +172,11 @@ async fn resolve_base_urls(cfg: &Config) -> Result<(Vec<MockServer>, Vec<String>
                 let b = m.base_url();
                 tracing::info!(upstream = %u.name, base_url = %b, "simulated upstream started");
                 mocks.push(m);
-                b
+                vec![(u.name.clone(), b)]
             }
-            (None, None) => return Err(format!("upstreams[{i}].base_url: missing")),
+            (None, None, None) => return Err(format!("upstreams[{i}].base_url: missing")),
         };
-        urls.push(base);
+        urls.push(eps);
     }
     Ok((mocks, urls))
 }

@@ -41,9 +41,9 @@ pub struct Metrics {
     pub cost_usd: CounterVec,
     /// The same tokens priced at the route primary's prices: what it would have cost.
     pub baseline_cost_usd: CounterVec,
-    /// Upstream attempts by outcome: the labels of `outcome::Outcome` (`ok`, `http_5xx`, `http_429`, `timeout`, ...).
+    /// Upstream attempts by endpoint (empty for a single `base_url`) and outcome: the labels of `outcome::Outcome` (`ok`, `http_5xx`, `http_429`, `timeout`, ...).
     pub attempts: IntCounterVec,
-    /// Active probe latency.
+    /// Active probe latency, by upstream and endpoint.
     pub probe_duration: HistogramVec,
     /// Probes by result (`ok`, `fail`).
     pub probes: IntCounterVec,
@@ -63,6 +63,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Streams that ended with an error event after the first byte.
     pub stream_errors: IntCounterVec,
+    /// Hedged requests by route and outcome (`won`, `lost`, `skipped`).
+    pub hedges: IntCounterVec,
     /// Open WebSocket connections.
     pub ws_connections: IntGauge,
     /// Process start, unix seconds.
@@ -121,13 +123,13 @@ impl Metrics {
                 &["route", "upstream", "model"])),
             attempts: reg!(registry, IntCounterVec::new(
                 Opts::new("turnout_upstream_attempts_total", "Upstream attempts by outcome."),
-                &["upstream", "outcome"])),
+                &["upstream", "endpoint", "outcome"])),
             probe_duration: reg!(registry, HistogramVec::new(
                 hist("turnout_probe_duration_seconds", "Active health probe latency."),
-                &["upstream"])),
+                &["upstream", "endpoint"])),
             probes: reg!(registry, IntCounterVec::new(
                 Opts::new("turnout_probes_total", "Active health probes by result (ok, fail)."),
-                &["upstream", "result"])),
+                &["upstream", "endpoint", "result"])),
             active_streams: reg!(registry, IntGaugeVec::new(
                 Opts::new("turnout_active_streams", "Streams open right now."),
                 &["transport"])),
@@ -152,6 +154,9 @@ impl Metrics {
             stream_errors: reg!(registry, IntCounterVec::new(
                 Opts::new("turnout_stream_errors_total", "Streams ended with an error event after the first byte."),
                 &["route", "upstream", "reason"])),
+            hedges: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_hedges_total", "Hedged attempts by outcome: won (committed first), lost (cancelled or failed), skipped (due but not sent)."),
+                &["route", "outcome"])),
             ws_connections: reg!(registry, IntGauge::new(
                 "turnout_websocket_connections", "Open WebSocket connections.")),
             start_time: reg!(registry, Gauge::new(
@@ -163,9 +168,26 @@ impl Metrics {
     }
 
     /// Prometheus text exposition of the whole registry.
+    ///
+    /// A label whose value is empty is left out: the `endpoint` label is
+    /// empty for an upstream with a single `base_url`, so its series read as
+    /// before (PRODUCT.md §3.6: the label exists where an upstream has several).
     pub fn render(&self) -> String {
         let mut buf = Vec::with_capacity(16 * 1024);
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let mut families = self.registry.gather();
+        for f in &mut families {
+            for m in f.mut_metric() {
+                if m.get_label().iter().any(|l| l.value().is_empty()) {
+                    let kept = m
+                        .take_label()
+                        .into_iter()
+                        .filter(|l| !l.value().is_empty())
+                        .collect();
+                    m.set_label(kept);
+                }
+            }
+        }
+        let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
 }

@@ -100,6 +100,17 @@ impl Outcome {
         self == Self::Http429
     }
 
+    /// True when the failure may be the endpoint's alone (its network, its
+    /// host): another endpoint of the same upstream is worth a try. A `429`
+    /// or the upstream's own `401`/`403`/`404` concern its key or account,
+    /// shared by every endpoint.
+    pub fn is_endpoint_specific(self) -> bool {
+        !matches!(
+            self,
+            Self::Ok | Self::Http429 | Self::Http4xx | Self::InvalidUrl
+        )
+    }
+
     /// Whether the upstream served: anything else is evidence against its health
     /// (except [`Outcome::Http429`], see [`Outcome::is_throttled`]).
     pub fn is_ok(self) -> bool {

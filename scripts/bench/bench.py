@@ -335,7 +335,7 @@ class Turnout(Target):
         for s in MOCKS:
             base = f"http://127.0.0.1:{PORTS['mock-' + s]}/v1"
             for side, price in (("a", "1.0, output: 4.0"), ("b", "0.5, output: 2.0")):
-                ups.append(f"  - name: {s}-{side}\n    base_url: \"{base}\"\n"
+                ups.append(f"  - name: {s}-{side}\n    {self.address(base)}\n"
                            f"    health: {{ path: /models, interval: 5s, timeout: 2s }}\n"
                            f"    pricing: {{ \"*\": {{ input: {price} }} }}")
             routes.append(f"  - name: {s}\n    models: [\"bench-{s}\"]\n    primary: {s}-a\n"
@@ -350,6 +350,22 @@ class Turnout(Target):
         self.proc = start([self.binary(), "serve", "--config", conf], self.ctx.proxy_core,
                           os.path.join(d, "turnout.log"), env=env)
         wait_port(PORTS["turnout"], proc=self.proc)
+
+
+    def address(self, base):
+        return f"base_url: \"{base}\""
+
+
+class Endpoints(Turnout):
+    """Turnout with every upstream given as two `endpoints` (both on the same
+    simulated provider) instead of one `base_url`: the same run measures what
+    choosing an endpoint (p2c over peak EWMA, per-endpoint counters) costs."""
+
+    name = "endpoints"
+
+    def address(self, base):
+        return (f"endpoints: [{{ name: e1, base_url: \"{base}\" }}, "
+                f"{{ name: e2, base_url: \"{base}\" }}]")
 
 
 class Baseline(Turnout):
@@ -639,6 +655,8 @@ def checks(summary):
         # Added latency below the noise floor (≤ 0.05 ms) counts as meeting the bar.
         val = None if tv is None or nv is None else (tv / max(nv, 0.05))
         add(f"{summary[k]['label']} ≤ 1.5× nginx", val, 1.5, lambda v: v <= 1.5)
+    add("CPU/request with endpoints ≤ 1.05× one base_url (same run)",
+        ratio(m("cpu_us", "endpoints"), m("cpu_us", "turnout")), 1.05, lambda v: v <= 1.05)
     add("added TTFB p50 at 50 streams ≤ 0.5 ms", m("add_ttfb_50", "turnout"), 0.5,
         lambda v: v <= 0.5)
     big = "kb_big" if "kb_big" in summary else "kb_small"
@@ -759,13 +777,15 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--baseline", help="an older turnout executable, measured as the target "
                     "'baseline' exactly like 'turnout' (omit to skip)")
-    ap.add_argument("--targets", help="comma-separated, default direct,nginx,litellm,turnout "
-                    "(and baseline with --baseline)")
+    ap.add_argument("--targets", help="comma-separated, default direct,nginx,litellm,turnout,"
+                    "endpoints (and baseline with --baseline); endpoints = turnout with two "
+                    "`endpoints` per upstream instead of one base_url")
     ap.add_argument("--soak", type=float, default=0, help="minutes of soak (Turnout only)")
     ap.add_argument("--command", default=" ".join(sys.argv))
     ctx = ap.parse_args()
     if ctx.targets is None:
-        ctx.targets = "direct,nginx,litellm,turnout" + (",baseline" if ctx.baseline else "")
+        ctx.targets = ("direct,nginx,litellm,turnout,endpoints"
+                       + (",baseline" if ctx.baseline else ""))
 
     ctx.sat_seconds = 3 if ctx.quick else 6
     ctx.rate_seconds = 4 if ctx.quick else 8
@@ -824,7 +844,7 @@ def main():
         return
 
     classes = {"direct": Direct, "nginx": Nginx, "litellm": LiteLLM, "turnout": Turnout,
-               "baseline": Baseline}
+               "endpoints": Endpoints, "baseline": Baseline}
     targets = [t for t in ctx.targets.split(",") if t in classes]
     if "litellm" in targets and not ctx.litellm:
         log("LiteLLM not available: skipped")

@@ -121,3 +121,9 @@ pub fn ws_max_conversation_bytes() -> usize {
 pub fn ws_ping() -> Duration {
     Duration::from_secs(25)
 }
+pub fn slow_start() -> Duration {
+    Duration::from_secs(30)
+}
+pub fn hedge_max() -> u32 {
+    1
+}

@@ -23,9 +23,12 @@ pub use durations::{duration, duration_opt};
 pub use policy::{
     AlertsConfig, FailoverConfig, LogConfig, LogFormat, OutlierConfig, WebSocketConfig,
 };
-pub use route::{AutoRollbackConfig, RouteConfig, SplitConfig};
+pub use route::{AutoRollbackConfig, HedgeAfter, HedgeConfig, RouteConfig, SplitConfig};
 pub use secrets::{resolve_env, EnvLookup, Secret, Secrets};
-pub use upstream::{HealthConfig, PriceConfig, SimulateConfig, TimeoutsConfig, UpstreamConfig};
+pub use upstream::{
+    EndpointConfig, HealthConfig, PriceConfig, SimulateConfig, TimeoutsConfig, UpstreamConfig,
+};
+pub use validate::{MAX_ENDPOINTS, MAX_HEDGES};
 
 /// A config problem that names the key (and line when known) and what is expected.
 #[derive(Debug)]

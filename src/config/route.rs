@@ -21,6 +21,56 @@ pub struct RouteConfig {
     pub fallbacks: Vec<String>,
     /// Share of users sent to another upstream first.
     pub split: Option<SplitConfig>,
+    /// Hedged requests (off when absent).
+    pub hedge: Option<HedgeConfig>,
+}
+
+/// `routes[].hedge` (§3.10): when the first attempt has not committed after
+/// `after`, the same request also starts on the next upstream of the chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeConfig {
+    /// A duration (`2s`), or `p95`: the upstream's current p95 time to the
+    /// commit point (at least 200 ms).
+    pub after: HedgeAfter,
+    /// Most hedges per request. Default 1.
+    #[serde(default = "defaults::hedge_max")]
+    pub max: u32,
+}
+
+/// When a hedge starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeAfter {
+    /// A fixed delay.
+    Fixed(Duration),
+    /// The upstream's current p95 time to the commit point.
+    P95,
+}
+
+impl<'de> Deserialize<'de> for HedgeAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Secs(f64),
+        }
+        let bad = |what: String| {
+            serde::de::Error::custom(format!(
+                "invalid hedge.after {what}; expected a duration like \"2s\" or \"p95\""
+            ))
+        };
+        match Raw::deserialize(d)? {
+            Raw::Text(s) if s.trim().eq_ignore_ascii_case("p95") => Ok(Self::P95),
+            Raw::Text(s) => humantime::parse_duration(s.trim())
+                .map(Self::Fixed)
+                .map_err(|_| bad(format!("{s:?}"))),
+            Raw::Secs(n) if n >= 0.0 && n.is_finite() => {
+                Ok(Self::Fixed(Duration::from_secs_f64(n)))
+            }
+            Raw::Secs(n) => Err(bad(n.to_string())),
+        }
+    }
 }
 
 /// A migration share (§3.2).

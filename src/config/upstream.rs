@@ -13,8 +13,16 @@ use super::{defaults, duration, duration_opt};
 pub struct UpstreamConfig {
     /// Unique name, used in routes, headers and metrics.
     pub name: String,
-    /// e.g. `https://api.openai.com/v1`. Optional only with `simulate`.
+    /// e.g. `https://api.openai.com/v1`. Optional only with `simulate` or `endpoints`.
     pub base_url: Option<String>,
+    /// Several equivalent entry points of this provider (same key, same
+    /// models), instead of `base_url`: each request picks one by measured
+    /// latency (PRODUCT.md §3.10).
+    pub endpoints: Option<Vec<EndpointConfig>>,
+    /// An endpoint back from ejection (or from failing probes) gets its share
+    /// of traffic gradually over this long. Default 30s.
+    #[serde(default = "defaults::slow_start", with = "duration")]
+    pub slow_start: Duration,
     /// Env var holding this upstream's key; absent = no `Authorization` sent.
     pub api_key_env: Option<String>,
     /// Client model name → this upstream's model name.
@@ -31,6 +39,16 @@ pub struct UpstreamConfig {
     pub pricing: BTreeMap<String, PriceConfig>,
     /// Serve this upstream from a built-in simulated provider inside the process.
     pub simulate: Option<SimulateConfig>,
+}
+
+/// One entry point of an upstream with several (`upstreams[].endpoints`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Unique within the upstream (the `endpoint` metric label, `/admin/status`).
+    pub name: String,
+    /// e.g. `https://sg.relay.example/v1`.
+    pub base_url: String,
 }
 
 /// Price of one model, USD per 1M tokens.

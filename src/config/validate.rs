@@ -84,12 +84,23 @@ impl Config {
                     u.name
                 )));
             }
-            match (&u.base_url, &u.simulate) {
-                (Some(url), _) => check_url(&format!("{at}.base_url"), url)?,
-                (None, Some(_)) => {}
-                (None, None) => {
+            match (&u.base_url, &u.endpoints, &u.simulate) {
+                (Some(_), Some(_), _) => {
                     return Err(err(format!(
-                        "{at}.base_url: missing (required unless `simulate` is set)"
+                        "{at}.endpoints: give either `base_url` or `endpoints`, not both"
+                    )))
+                }
+                (None, Some(_), Some(_)) => {
+                    return Err(err(format!(
+                        "{at}.endpoints: a simulated upstream has one endpoint; remove `endpoints` or `simulate`"
+                    )))
+                }
+                (Some(url), None, _) => check_url(&format!("{at}.base_url"), url)?,
+                (None, Some(eps), None) => validate_endpoints(&at, eps)?,
+                (None, None, Some(_)) => {}
+                (None, None, None) => {
+                    return Err(err(format!(
+                        "{at}.base_url: missing (required unless `endpoints` or `simulate` is set)"
                     )))
                 }
             }
@@ -163,6 +174,13 @@ impl Config {
                     )));
                 }
             }
+            if let Some(h) = &r.hedge {
+                if !(1..=MAX_HEDGES).contains(&h.max) {
+                    return Err(err(format!(
+                        "{at}.hedge.max: expected 1 to {MAX_HEDGES} (omit `hedge` to turn hedging off)"
+                    )));
+                }
+            }
             if let Some(s) = &r.split {
                 known(format!("{at}.split.target"), &s.target)?;
                 if !(0.0..=100.0).contains(&s.percentage) {
@@ -184,6 +202,31 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Most endpoints per upstream (a request remembers the ones it tried in a 64-bit set).
+pub const MAX_ENDPOINTS: usize = 64;
+
+/// Most hedges per request.
+pub const MAX_HEDGES: u32 = 3;
+
+fn validate_endpoints(at: &str, eps: &[super::EndpointConfig]) -> Result<(), ConfigError> {
+    if eps.is_empty() || eps.len() > MAX_ENDPOINTS {
+        return Err(err(format!(
+            "{at}.endpoints: expected 1 to {MAX_ENDPOINTS} entries like {{name: sg, base_url: \"https://...\"}}"
+        )));
+    }
+    let mut names = HashSet::new();
+    for (j, e) in eps.iter().enumerate() {
+        if e.name.is_empty() || !names.insert(e.name.as_str()) {
+            return Err(err(format!(
+                "{at}.endpoints[{j}].name: expected a unique, non-empty name (got {:?})",
+                e.name
+            )));
+        }
+        check_url(&format!("{at}.endpoints[{j}].base_url"), &e.base_url)?;
+    }
+    Ok(())
 }
 
 fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {

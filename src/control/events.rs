@@ -45,6 +45,8 @@ pub enum Event {
     /// An active probe finished.
     Probe {
         upstream: UpstreamId,
+        /// Which of its endpoints (0 for a plain `base_url`).
+        endpoint: usize,
         ok: bool,
         latency: Duration,
         models: Option<Vec<String>>,
@@ -52,6 +54,8 @@ pub enum Event {
     /// A live attempt (or a stream after its commit point) finished.
     Outcome {
         upstream: UpstreamId,
+        /// Which of its endpoints (0 for a plain `base_url`).
+        endpoint: usize,
         route: RouteId,
         outcome: Outcome,
         /// The upstream's `Retry-After`, for a 429.

@@ -25,12 +25,12 @@ use tokio::time::Instant;
 pub use events::{Event, SplitChange, Trigger};
 
 use alerts::Alerts;
-use health::{UpstreamHealth, Verdict};
+use health::{EndpointsHealth, Verdict};
 use splits::Splits;
 use store::{SplitStore, StoreWriter};
 
 use crate::metrics::Metrics;
-use crate::routing::{Base, Live, RouteId, UpstreamId};
+use crate::routing::{Base, HealthState, Live, RouteId, UpstreamId};
 
 /// Events queued beyond this are dropped (outcomes only; they are statistics).
 const QUEUE: usize = 8192;
@@ -76,7 +76,7 @@ impl ControlHandle {
 pub struct Control {
     base: Arc<Base>,
     live: Live,
-    health: Vec<UpstreamHealth>,
+    health: Vec<EndpointsHealth>,
     models: Vec<Arc<Vec<String>>>,
     splits: Splits,
     store: StoreWriter,
@@ -107,7 +107,10 @@ impl Control {
                 .cfg
                 .upstreams
                 .iter()
-                .map(|u| UpstreamHealth::new(&u.health, &base.cfg.outlier, now))
+                .zip(base.upstreams.iter())
+                .map(|(u, c)| {
+                    EndpointsHealth::new(c.endpoints.len(), &u.health, &base.cfg.outlier, now)
+                })
                 .collect(),
             models: base.upstreams.iter().map(|_| Arc::default()).collect(),
             splits,
@@ -146,14 +149,19 @@ impl Control {
         let now = Instant::now();
         let mut changed = false;
         for up in self.base.upstream_ids() {
-            let before = self.health[up.index()].state();
-            if self.health[up.index()].on_tick(now) {
-                self.note_flip(up, before);
-                changed = true;
+            let i = up.index();
+            let before = self.health[i].state();
+            for e in 0..self.health[i].each.len() {
+                let before_ep = self.health[i].each[e].state();
+                if self.health[i].each[e].on_tick(now) {
+                    self.endpoint_flipped(up, e, before_ep, now);
+                    changed = true;
+                }
             }
+            self.note_flip(up, before);
         }
         // Error rates shown in status age out even without traffic.
-        changed || self.health.iter().any(|h| h.window.counts(now).0 > 0)
+        changed || self.health.iter().any(|h| h.counts(now).0 > 0)
     }
 
     /// Applies one event; true when the snapshot must be republished.
@@ -162,15 +170,21 @@ impl Control {
         match ev {
             Event::Probe {
                 upstream,
+                endpoint,
                 ok,
                 latency,
                 models,
             } => {
                 let i = upstream.index();
+                if endpoint >= self.health[i].each.len() {
+                    return false;
+                }
                 let before = self.health[i].state();
+                let before_ep = self.health[i].each[endpoint].state();
                 let cfg = &self.base.cfg.upstreams[i].health;
-                let flipped = self.health[i].on_probe(ok, latency, cfg, now);
+                let flipped = self.health[i].each[endpoint].on_probe(ok, latency, cfg, now);
                 if flipped {
+                    self.endpoint_flipped(upstream, endpoint, before_ep, now);
                     self.note_flip(upstream, before);
                 }
                 if let Some(m) = models {
@@ -181,36 +195,7 @@ impl Control {
                 }
                 flipped
             }
-            Event::Outcome {
-                upstream,
-                route,
-                outcome,
-                retry_after,
-                ttfb,
-                in_split,
-            } => {
-                let i = upstream.index();
-                let verdict =
-                    Verdict::of(outcome, retry_after, self.base.cfg.failover.retry_after_max);
-                let before = self.health[i].state();
-                let was_cooling = self.health[i].cooling_until;
-                let ejected = self.health[i].on_outcome(verdict, ttfb, &self.base.cfg.outlier, now);
-                if ejected {
-                    self.metrics
-                        .ejections
-                        .with_label_values(&[&self.base.upstreams[i].name])
-                        .inc();
-                    self.note_ejection(upstream, before, outcome);
-                }
-                let mut changed = ejected || was_cooling != self.health[i].cooling_until;
-                if ejected {
-                    changed |= self.roll_back_routes_targeting(upstream);
-                }
-                if in_split && !outcome.is_throttled() {
-                    changed |= self.watch_target(route, upstream, outcome.is_ok(), ttfb);
-                }
-                changed
-            }
+            ev @ Event::Outcome { .. } => self.on_outcome(ev),
             Event::SetSplit {
                 route,
                 percentage,
@@ -222,6 +207,96 @@ impl Control {
                 false
             }
         }
+    }
+
+    /// A live outcome: the endpoint's health (a 429 cools every endpoint:
+    /// one key, one account), the upstream's, and the split target's watch.
+    fn on_outcome(&mut self, ev: Event) -> bool {
+        let Event::Outcome {
+            upstream,
+            endpoint,
+            route,
+            outcome,
+            retry_after,
+            ttfb,
+            in_split,
+        } = ev
+        else {
+            return false;
+        };
+        let now = Instant::now();
+        let i = upstream.index();
+        let verdict = Verdict::of(outcome, retry_after, self.base.cfg.failover.retry_after_max);
+        let before = self.health[i].state();
+        let was_cooling = self.health[i].cooling_until();
+        let outlier = &self.base.cfg.outlier;
+        let mut ejected = false;
+        if let Verdict::Throttled(_) = verdict {
+            for h in &mut self.health[i].each {
+                h.on_outcome(verdict, ttfb, outlier, now);
+            }
+        } else if let Some(h) = self.health[i].each.get_mut(endpoint) {
+            let before_ep = h.state();
+            ejected = h.on_outcome(verdict, ttfb, outlier, now);
+            if ejected {
+                self.endpoint_flipped(upstream, endpoint, before_ep, now);
+            }
+        }
+        if ejected {
+            self.metrics
+                .ejections
+                .with_label_values(&[&self.base.upstreams[i].name])
+                .inc();
+            self.note_ejection(upstream, before, outcome);
+        }
+        let up_ejected =
+            before != HealthState::Ejected && self.health[i].state() == HealthState::Ejected;
+        let mut changed = ejected || was_cooling != self.health[i].cooling_until();
+        if up_ejected {
+            changed |= self.roll_back_routes_targeting(upstream);
+        }
+        if in_split && !outcome.is_throttled() {
+            changed |= self.watch_target(route, upstream, outcome.is_ok(), ttfb);
+        }
+        changed
+    }
+
+    /// An endpoint of an upstream with several changed state: logged and
+    /// alerted once; back to healthy, its latency estimate starts afresh and
+    /// its slow start begins.
+    fn endpoint_flipped(
+        &mut self,
+        upstream: UpstreamId,
+        e: usize,
+        before: HealthState,
+        now: Instant,
+    ) {
+        let i = upstream.index();
+        let back = self.health[i].note_flip(e, before, now);
+        let up = &self.base.upstreams[i];
+        if !up.has_endpoints() {
+            return;
+        }
+        if back {
+            if let Some(c) = self.base.endpoint_counters.get(i).and_then(|c| c.get(e)) {
+                c.reset(self.base.clock.ns(now));
+            }
+        }
+        let after = self.health[i].each[e].state();
+        let name = up.endpoints.get(e).map_or("", |x| &*x.name);
+        tracing::warn!(upstream = %up.name, endpoint = name, from = before.as_str(), to = after.as_str(), "endpoint health changed");
+        self.alerts.send(alerts::Alert::new(
+            "endpoint_health_changed",
+            format!(
+                "Turnout: endpoint {name} of upstream {} is now {} (was {})",
+                up.name,
+                after.as_str(),
+                before.as_str()
+            ),
+            Some(&up.name),
+            None,
+            after.as_str(),
+        ));
     }
 
     fn wall(&self, t: Instant) -> SystemTime {

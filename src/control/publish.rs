@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::alerts::Alert;
 use super::Control;
 use crate::outcome::Outcome;
-use crate::routing::{HealthState, RoutingTable, Snapshot, UpstreamId, UpstreamView};
+use crate::routing::{EndpointView, HealthState, RoutingTable, Snapshot, UpstreamId, UpstreamView};
 
 const STATES: [HealthState; 3] = [
     HealthState::Healthy,
@@ -28,6 +28,11 @@ impl Control {
             m.budget_exhausted.with_label_values(&[&r.name]);
             m.retries.with_label_values(&[&r.name]);
         }
+        for r in self.base.cfg.routes.iter().filter(|r| r.hedge.is_some()) {
+            for o in ["won", "lost", "skipped"] {
+                m.hedges.with_label_values(&[&r.name, o]);
+            }
+        }
         for u in self.base.upstreams.iter() {
             m.ejections.with_label_values(&[&u.name]);
             for s in STATES {
@@ -46,19 +51,45 @@ impl Control {
     /// The routing table of the current state.
     fn build_table(&self) -> RoutingTable {
         let now = Instant::now();
+        // Sorting latency samples is only worth it when a route hedges on p95.
+        let p95 = self.base.cfg.routes.iter().any(|r| {
+            r.hedge
+                .as_ref()
+                .is_some_and(|h| h.after == crate::config::HedgeAfter::P95)
+        });
         let upstreams = self
             .health
             .iter()
             .enumerate()
-            .map(|(i, h)| UpstreamView {
-                name: self.base.upstreams[i].name.clone(),
-                state: h.state(),
-                probe_latency_ms: h.probe_latency.map(|d| d.as_secs_f64() * 1000.0),
-                error_rate: h.window.error_rate(now),
-                ttfb_ewma_ms: h.ewma_ttfb.map(|s| s * 1000.0),
-                ejected_until: h.ejected_until().map(|t| self.wall(t)),
-                cooling_until: h.cooling_until,
-                models: self.models[i].clone(),
+            .map(|(i, h)| {
+                let up = &self.base.upstreams[i];
+                let slow_start = self.base.cfg.upstreams[i].slow_start;
+                let endpoints = up
+                    .endpoints
+                    .iter()
+                    .zip(h.each.iter())
+                    .enumerate()
+                    .map(|(e, (ep, eh))| EndpointView {
+                        name: ep.name.clone(),
+                        state: eh.state(),
+                        probe_latency_ms: eh.probe_latency.map(|d| d.as_secs_f64() * 1000.0),
+                        error_rate: eh.window.error_rate(now),
+                        ejected_until: eh.ejected_until().map(|t| self.wall(t)),
+                        slow_start_since: h.slow_start_since(e, slow_start, now),
+                    })
+                    .collect();
+                UpstreamView {
+                    name: up.name.clone(),
+                    state: h.state(),
+                    probe_latency_ms: h.probe_latency().map(|d| d.as_secs_f64() * 1000.0),
+                    error_rate: h.error_rate(now),
+                    ttfb_ewma_ms: h.ewma_ttfb().map(|s| s * 1000.0),
+                    ejected_until: h.ejected_until().map(|t| self.wall(t)),
+                    cooling_until: h.cooling_until(),
+                    models: self.models[i].clone(),
+                    ttfb_p95: if p95 { h.p95(now) } else { None },
+                    endpoints,
+                }
             })
             .collect();
         let routes = self

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 
 use crate::control::Trigger;
 use crate::error::ApiError;
-use crate::routing::{RouteId, RoutingTable, Snapshot, SplitView};
+use crate::routing::{RouteId, RoutingTable, Snapshot, SplitView, UpstreamView};
 use crate::state::AppState;
 
 /// The admin router.
@@ -102,8 +102,9 @@ pub fn status_json(snap: &Snapshot) -> Value {
         .upstreams
         .iter()
         .zip(snap.base().counters.iter())
-        .map(|(u, c)| {
-            json!({
+        .enumerate()
+        .map(|(i, (u, c))| {
+            let mut v = json!({
                 "name": &*u.name,
                 "state": u.state.as_str(),
                 "probe_latency_ms": u.probe_latency_ms.map(|v| (v * 100.0).round() / 100.0),
@@ -112,7 +113,11 @@ pub fn status_json(snap: &Snapshot) -> Value {
                 "models": u.models.len(),
                 "ttfb_ewma_ms": u.ttfb_ewma_ms.map(|v| (v * 100.0).round() / 100.0),
                 "in_flight": c.in_flight(),
-            })
+            });
+            if u.endpoints.len() > 1 {
+                v["endpoints"] = endpoints_json(snap, i, u);
+            }
+            v
         })
         .collect();
     let routes: Vec<Value> = t
@@ -128,6 +133,32 @@ pub fn status_json(snap: &Snapshot) -> Value {
         })
         .collect();
     json!({ "upstreams": upstreams, "routes": routes })
+}
+
+/// The endpoints of an upstream with several: health, latency estimate, load.
+fn endpoints_json(snap: &Snapshot, i: usize, u: &UpstreamView) -> Value {
+    let base = snap.base();
+    let now = base.clock.ns(tokio::time::Instant::now());
+    let counters = base.endpoint_counters.get(i);
+    let list: Vec<Value> = u
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(e, ep)| {
+            let c = counters.and_then(|c| c.get(e));
+            json!({
+                "name": &*ep.name,
+                "state": ep.state.as_str(),
+                "probe_latency_ms": ep.probe_latency_ms.map(|v| (v * 100.0).round() / 100.0),
+                "error_rate": (ep.error_rate * 10_000.0).round() / 10_000.0,
+                "ejected_until": ep.ejected_until.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                "slow_start": ep.slow_start_since.is_some(),
+                "latency_ewma_ms": c.map(|c| (c.estimate_ns(now) / 1e4).round() / 100.0),
+                "in_flight": c.map(|c| c.in_flight()),
+            })
+        })
+        .collect();
+    Value::Array(list)
 }
 
 fn split_json(t: &RoutingTable, s: &SplitView) -> Value {

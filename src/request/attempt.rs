@@ -35,6 +35,8 @@ pub struct Attempt {
     pub snap: Arc<Snapshot>,
     /// Who to try.
     pub upstream: UpstreamId,
+    /// Which of its endpoints (0 for a plain `base_url`).
+    pub endpoint: usize,
     /// Client path after `/v1`, with its query.
     pub suffix: Arc<str>,
     /// Allowlisted client headers.
@@ -111,7 +113,18 @@ impl tower::Service<Attempt> for UpstreamService {
         Box::pin(async move {
             let snap = a.snap.clone();
             let _in_flight = snap.counters(a.upstream).start();
-            send(snap.upstream(a.upstream), a).await
+            // An upstream with several endpoints: count this one's load and
+            // measure its latency to the commit point (the balancer's input).
+            let Some(ep) = snap.endpoint_counters(a.upstream, a.endpoint) else {
+                return send(snap.upstream(a.upstream), a).await;
+            };
+            let _ep_in_flight = ep.start();
+            let start = Instant::now();
+            let result = send(snap.upstream(a.upstream), a).await;
+            let now = Instant::now();
+            let clock = snap.base().clock;
+            ep.observe(now - start, result.is_ok(), clock.ns(now));
+            result
         })
     }
 }
@@ -123,7 +136,7 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
         }
         _ => a.body,
     };
-    let req = match up.post(&a.suffix, &a.headers, body) {
+    let req = match up.post(a.endpoint, &a.suffix, &a.headers, body) {
         Ok(r) => r,
         Err(_) => return Err(AttemptError::new(Outcome::InvalidUrl)),
     };

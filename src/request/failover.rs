@@ -46,6 +46,8 @@ pub struct ProxyCall {
 pub struct Success {
     /// Who answered.
     pub upstream: UpstreamId,
+    /// Which of its endpoints (0 for a plain `base_url`).
+    pub endpoint: usize,
     /// Attempts made (≥ 1).
     pub attempts: u32,
     /// Time to first byte (headers for JSON, first event for streams).
@@ -66,6 +68,26 @@ pub struct Failure {
     pub attempts: u32,
     /// Every attempt.
     pub records: Vec<AttemptRecord>,
+}
+
+/// The attempt every step of a call starts from (its upstream and endpoint
+/// are set per step).
+pub(super) fn template(call: &ProxyCall) -> Attempt {
+    Attempt {
+        snap: call.plan.snap.clone(),
+        upstream: call.plan.primary(),
+        endpoint: 0,
+        suffix: call.suffix.clone(),
+        headers: call.headers.clone(),
+        body: call.body.clone(),
+        model: call
+            .facts
+            .model
+            .as_deref()
+            .zip(call.facts.model_span)
+            .map(|(m, s)| (Arc::from(m), s)),
+        stream: call.facts.stream,
+    }
 }
 
 /// Wraps an attempt service (normally [`UpstreamService`]) into [`Failover`].
@@ -96,7 +118,7 @@ impl<S> Layer<S> for FailoverLayer {
 /// attempt service. Cheap to build per request (one `Arc` and the inner service).
 #[derive(Clone)]
 pub struct Failover<S = UpstreamService> {
-    app: Arc<AppState>,
+    pub(super) app: Arc<AppState>,
     inner: S,
 }
 
@@ -129,32 +151,26 @@ where
 {
     /// Sends the request along its chain until one upstream serves it.
     pub async fn run(&self, call: ProxyCall) -> Result<Success, Failure> {
+        let snap = &call.plan.snap;
+        if let Some(h) = &snap.cfg().routes[call.plan.route.index()].hedge {
+            // Hedging routes only (off by default): see `hedge.rs`.
+            let h = h.clone();
+            return self.run_hedged(call, &h).await;
+        }
         let app = &*self.app;
         let plan = &call.plan;
         app.budget.deposit();
         let mut walk = Walk::new(plan, plan.snap.failover(), Instant::now());
-        let template = Attempt {
-            snap: plan.snap.clone(),
-            upstream: plan.primary(),
-            suffix: call.suffix.clone(),
-            headers: call.headers.clone(),
-            body: call.body.clone(),
-            model: call
-                .facts
-                .model
-                .as_deref()
-                .zip(call.facts.model_span)
-                .map(|(m, s)| (Arc::from(m), s)),
-            stream: call.facts.stream,
-        };
+        let template = template(&call);
         loop {
-            let (up, backoff, after) = match walk.next(&app.budget) {
+            let (up, avoid, backoff, after) = match walk.next(&app.budget) {
                 Step::Stop => break,
                 Step::Try {
                     upstream,
+                    avoid,
                     backoff,
                     after,
-                } => (upstream, backoff, after),
+                } => (upstream, avoid, backoff, after),
             };
             if let Some(prev) = after {
                 self.count_retry(plan, prev, up);
@@ -162,68 +178,98 @@ where
             if let Some(wait) = backoff {
                 tokio::time::sleep(wait).await;
             }
-            let start = Instant::now();
-            let attempt = Attempt {
-                upstream: up,
-                ..template.clone()
-            };
-            let result = self.inner.clone().oneshot(attempt).await;
-            let latency = start.elapsed();
-            let record = match &result {
-                Ok(_) => AttemptRecord {
-                    upstream: up,
-                    outcome: Outcome::Ok,
-                    status: None,
-                    latency,
-                    retry_after: None,
-                },
-                Err(e) => AttemptRecord {
-                    upstream: up,
-                    outcome: e.outcome,
-                    status: e.status,
-                    latency,
-                    retry_after: e.retry_after,
-                },
-            };
-            self.report(plan, &record);
+            let (record, result) = self.attempt(plan, &template, up, avoid).await;
             walk.record(record);
-            match result {
-                Ok(served) => {
-                    return Ok(Success {
-                        upstream: up,
-                        attempts: walk.attempts(),
-                        ttfb: latency,
-                        served,
-                        records: walk.into_records(),
-                    })
-                }
-                Err(e) => tracing::debug!(
-                    upstream = %plan.snap.upstream(up).name,
-                    reason = e.outcome.label(),
-                    detail = e.detail.as_deref().unwrap_or(""),
-                    "attempt failed"
-                ),
+            if let Ok(served) = result {
+                return Ok(self.success(walk, record, served));
             }
         }
+        Err(self.failure(plan, walk))
+    }
+
+    /// One attempt on `up` (an endpoint not in `avoid` when it has several):
+    /// its record, reported to metrics and health, and its result.
+    pub(super) async fn attempt(
+        &self,
+        plan: &Plan,
+        template: &Attempt,
+        up: UpstreamId,
+        avoid: u64,
+    ) -> (AttemptRecord, Result<Served, AttemptError>) {
+        let start = Instant::now();
+        let endpoint = plan.snap.pick_endpoint(up, avoid, start);
+        let attempt = Attempt {
+            upstream: up,
+            endpoint,
+            ..template.clone()
+        };
+        let result = self.inner.clone().oneshot(attempt).await;
+        let latency = start.elapsed();
+        let record = match &result {
+            Ok(_) => AttemptRecord {
+                upstream: up,
+                endpoint,
+                outcome: Outcome::Ok,
+                status: None,
+                latency,
+                retry_after: None,
+            },
+            Err(e) => AttemptRecord {
+                upstream: up,
+                endpoint,
+                outcome: e.outcome,
+                status: e.status,
+                latency,
+                retry_after: e.retry_after,
+            },
+        };
+        self.report(plan, &record);
+        if let Err(e) = &result {
+            tracing::debug!(
+                upstream = %plan.snap.upstream(up).name,
+                endpoint = plan.snap.upstream(up).endpoint_label(endpoint),
+                reason = e.outcome.label(),
+                detail = e.detail.as_deref().unwrap_or(""),
+                "attempt failed"
+            );
+        }
+        (record, result)
+    }
+
+    /// The walk ended on `record`'s answer.
+    pub(super) fn success(&self, walk: Walk, record: AttemptRecord, served: Served) -> Success {
+        Success {
+            upstream: record.upstream,
+            endpoint: record.endpoint,
+            attempts: walk.attempts(),
+            ttfb: record.latency,
+            served,
+            records: walk.into_records(),
+        }
+    }
+
+    /// The walk ended with nothing served.
+    pub(super) fn failure(&self, plan: &Plan, walk: Walk) -> Failure {
         if walk.budget_spent() {
-            app.metrics
+            self.app
+                .metrics
                 .budget_exhausted
                 .with_label_values(&[plan.route_name()])
                 .inc();
         }
         let attempts = walk.attempts();
         let (error, records) = walk.failure(&plan.snap);
-        Err(Failure {
+        Failure {
             error,
             upstream: records.last().map(|r| r.upstream),
             attempts,
             records,
-        })
+        }
     }
 
     /// A second or later attempt: `turnout_retries_total` and the failover
     /// from the previous upstream.
-    fn count_retry(&self, plan: &Plan, prev: AttemptRecord, to: UpstreamId) {
+    pub(super) fn count_retry(&self, plan: &Plan, prev: AttemptRecord, to: UpstreamId) {
         let m = &self.app.metrics;
         let route = plan.route_name();
         m.retries.with_label_values(&[route]).inc();
@@ -239,13 +285,15 @@ where
 
     /// Every attempt counts for metrics and, through the control task, health.
     fn report(&self, plan: &Plan, r: &AttemptRecord) {
+        let up = plan.snap.upstream(r.upstream);
         self.app
             .metrics
             .attempts
-            .with_label_values(&[&plan.snap.upstream(r.upstream).name, r.outcome.label()])
+            .with_label_values(&[&up.name, up.endpoint_label(r.endpoint), r.outcome.label()])
             .inc();
         self.app.control.report(Event::Outcome {
             upstream: r.upstream,
+            endpoint: r.endpoint,
             route: plan.route,
             outcome: r.outcome,
             retry_after: r.retry_after,

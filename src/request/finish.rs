@@ -33,6 +33,8 @@ pub struct Ending {
     pub status: u16,
     /// Serving (or last tried) upstream.
     pub upstream: Option<UpstreamId>,
+    /// Which of its endpoints served (0 for a plain `base_url`).
+    pub endpoint: usize,
     /// Upstream attempts made.
     pub attempts: u32,
     /// Time to first token, when an answer started.
@@ -84,6 +86,7 @@ impl Finish {
             // Broke after the commit point: evidence against the upstream.
             self.app.control.report(Event::Outcome {
                 upstream: up,
+                endpoint: end.endpoint,
                 route: plan.route,
                 outcome,
                 retry_after: None,

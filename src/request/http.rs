@@ -126,6 +126,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
             let end = Ending {
                 status: status.as_u16(),
                 upstream: Some(s.upstream),
+                endpoint: s.endpoint,
                 attempts: s.attempts,
                 ttft: Some(s.ttfb),
                 usage,
@@ -147,6 +148,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
             let reader = StreamReader::new(first, rest, timeouts.idle, deadline);
             let answered = Answered {
                 upstream: s.upstream,
+                endpoint: s.endpoint,
                 attempts: s.attempts,
                 ttfb: s.ttfb,
             };

@@ -5,7 +5,7 @@
 //! | admission | [`gate`] | the request's snapshot (loaded once), client key (401), key's `rpm` (429), `x-turnout-attempts` |
 //! | edge | [`http`] · [`ws`] | read the request in its protocol; everything below is shared |
 //! | route | [`plan`] | model → route, split key → chain (on the request's snapshot) |
-//! | walk | [`walk`] driven by [`failover`] | which upstream next, retry budget, backoff; one record per attempt |
+//! | walk | [`walk`] driven by [`failover`] (or [`hedge`] on a route with `hedge`) | which upstream next, retry budget, backoff; one record per attempt |
 //! | leaf | [`attempt`] | one try on one upstream: key, model name, timeouts, the stream's commit point |
 //! | stream | [`reader`] (+ [`sse`]) · [`relay`] | after the commit point: idle and total deadlines, clean end, usage; HTTP's error event |
 //! | end | [`finish`] | metrics, cost, per-key usage, log line, mid-stream health report |
@@ -14,6 +14,7 @@ pub mod attempt;
 pub mod failover;
 pub mod finish;
 pub mod gate;
+pub mod hedge;
 pub mod http;
 pub mod plan;
 pub mod reader;

@@ -27,6 +27,8 @@ pub struct SseRelay {
 pub struct Answered {
     /// The serving upstream.
     pub upstream: UpstreamId,
+    /// Which of its endpoints.
+    pub endpoint: usize,
     /// Attempts made.
     pub attempts: u32,
     /// Time to the first event.
@@ -39,6 +41,7 @@ struct End {
     plan: Plan,
     model: String,
     upstream: UpstreamId,
+    endpoint: usize,
     attempts: u32,
     ttfb: Duration,
     _active: ActiveStream,
@@ -53,6 +56,7 @@ impl SseRelay {
             plan,
             model,
             upstream: s.upstream,
+            endpoint: s.endpoint,
             attempts: s.attempts,
             ttfb: s.ttfb,
         };
@@ -68,6 +72,7 @@ impl SseRelay {
             let ending = Ending {
                 status,
                 upstream: Some(e.upstream),
+                endpoint: e.endpoint,
                 attempts: e.attempts,
                 ttft: Some(e.ttfb),
                 usage: self.reader.usage(),

@@ -1,15 +1,19 @@
 //! The walk along a chain, as a small state machine: which upstream to try
 //! next, whether the retry budget allows it, how long to back off, and one
 //! [`AttemptRecord`] per attempt. It performs no I/O: a driver (the
-//! sequential [`Failover`](super::failover::Failover) today; a hedging one
-//! can be added) asks [`Walk::next`], makes the attempt, and hands back its
-//! record with [`Walk::record`].
+//! sequential [`Failover`](super::failover::Failover), or the hedging one in
+//! [`hedge`](super::hedge)) asks [`Walk::next`] (or [`Walk::hedge`] for a
+//! hedge while an attempt is in flight), makes the attempt, and hands back
+//! its record with [`Walk::record`].
 //!
 //! Rules (PRODUCT.md §4): unusable upstreams are skipped unless all are
 //! (panic mode); every retry needs a token from the budget, except the one
 //! that brings a split user from the failing target back to the primary; a
 //! second visit to the same upstream waits a jittered backoff; an upstream
-//! that said 429 is not tried again by this request.
+//! that said 429 is not tried again by this request. An upstream with several
+//! endpoints (§3.10): after a failure that may be the endpoint's alone, another
+//! usable endpoint it has not tried yet comes before the next upstream (a
+//! retry, without backoff); each step says which endpoints to avoid.
 
 use std::time::Duration;
 
@@ -21,7 +25,7 @@ use crate::budget::{backoff, RetryBudget};
 use crate::config::FailoverConfig;
 use crate::error::ApiError;
 use crate::outcome::Outcome;
-use crate::routing::split::Chain;
+use crate::routing::split::{Chain, MAX_CHAIN};
 use crate::routing::{Snapshot, UpstreamId};
 
 /// One attempt on one upstream, as audit, shadow and health read it.
@@ -29,6 +33,8 @@ use crate::routing::{Snapshot, UpstreamId};
 pub struct AttemptRecord {
     /// Who was tried.
     pub upstream: UpstreamId,
+    /// Which of its endpoints (0 for a plain `base_url`).
+    pub endpoint: usize,
     /// How it ended.
     pub outcome: Outcome,
     /// The upstream's status, when it answered.
@@ -45,6 +51,8 @@ pub enum Step {
     /// Try `upstream`, after sleeping `backoff` (a second visit).
     Try {
         upstream: UpstreamId,
+        /// Its endpoints this request already tried (a bit set): choose another.
+        avoid: u64,
         backoff: Option<Duration>,
         /// The failed attempt this one follows (a failover), if any.
         after: Option<AttemptRecord>,
@@ -64,6 +72,12 @@ pub struct Walk {
     backoff_max: Duration,
     records: Vec<AttemptRecord>,
     budget_spent: bool,
+    /// Usable endpoints of each candidate with several (by candidate
+    /// position; 0 for a plain `base_url`).
+    endpoints: [u64; MAX_CHAIN],
+    /// Candidates with an attempt in flight (bit = position): a hedge goes
+    /// elsewhere.
+    flying: u8,
 }
 
 impl Walk {
@@ -79,6 +93,13 @@ impl Walk {
             usable
         };
         let max = policy.max_attempts as usize;
+        let mut endpoints = [0; MAX_CHAIN];
+        for (slot, u) in endpoints.iter_mut().zip(candidates.iter()) {
+            let view = &table.upstreams[u];
+            if view.endpoints.len() > 1 {
+                *slot = view.usable_endpoints();
+            }
+        }
         Self {
             candidates,
             first: plan.chain.get(0),
@@ -89,46 +110,141 @@ impl Walk {
             backoff_max: policy.backoff_max,
             records: Vec::with_capacity(max.min(4)),
             budget_spent: false,
+            endpoints,
+            flying: 0,
         }
     }
 
     /// The next step; a retry withdraws from `budget` (and stops the walk when
     /// it is spent).
     pub fn next(&mut self, budget: &RetryBudget) -> Step {
-        if self.records.len() >= self.max || self.budget_spent {
+        if self.launched() >= self.max || self.budget_spent {
             return Step::Stop;
         }
-        let Some(up) = self.pick() else {
+        let other_endpoint = self.other_endpoint();
+        let Some(up) = other_endpoint.or_else(|| self.pick()) else {
             return Step::Stop;
         };
         let after = self.records.last().copied();
-        if let Some(prev) = after {
+        if after.is_some() {
             // A user moved by the split whose request failed on the target goes
             // back to the primary for free: a migration must not cost users
             // errors, and this retry only returns load to where it was.
+            // (Another endpoint of the target is no way back: it pays.)
             let split_fallback = self.in_split
-                && self.records.len() == 1
-                && Some(prev.upstream.index()) == self.first;
-            if !split_fallback && !budget.try_withdraw() {
+                && Some(up.index()) != self.first
+                && self
+                    .records
+                    .iter()
+                    .all(|r| Some(r.upstream.index()) == self.first);
+            // Another endpoint after a refused connection is free too: the
+            // request never reached the provider (no load, no cost to it).
+            let unreached = other_endpoint.is_some()
+                && self
+                    .records
+                    .last()
+                    .is_some_and(|r| r.outcome == Outcome::ConnectError);
+            if !split_fallback && !unreached && !budget.try_withdraw() {
                 self.budget_spent = true;
                 return Step::Stop;
             }
         }
         let visits = self.records.iter().filter(|r| r.upstream == up).count() as u32;
-        let backoff = (visits > 0).then(|| backoff(visits, self.backoff_base, self.backoff_max));
+        let backoff = (visits > 0 && other_endpoint.is_none())
+            .then(|| backoff(visits, self.backoff_base, self.backoff_max));
+        self.set_flying(up, true);
         Step::Try {
             upstream: up,
+            avoid: self.tried_endpoints(up),
             backoff,
             after,
         }
+    }
+
+    /// A hedge (§3.10) while other attempts are in flight: the next upstream
+    /// of the chain that has no attempt in flight, within the attempt cap,
+    /// always paid from the retry budget. `Stop` means the hedge is skipped
+    /// (the walk itself goes on: a refused hedge does not spend the budget
+    /// of the request's own retries).
+    pub fn hedge(&mut self, budget: &RetryBudget) -> Step {
+        if self.launched() >= self.max || self.budget_spent {
+            return Step::Stop;
+        }
+        let mark = self.next;
+        let Some(up) = self.pick() else {
+            return Step::Stop;
+        };
+        if !budget.try_withdraw() {
+            self.next = mark;
+            return Step::Stop;
+        }
+        self.set_flying(up, true);
+        Step::Try {
+            upstream: up,
+            avoid: self.tried_endpoints(up),
+            backoff: None,
+            after: None,
+        }
+    }
+
+    /// Attempts finished plus attempts in flight.
+    fn launched(&self) -> usize {
+        self.records.len() + self.flying.count_ones() as usize
+    }
+
+    fn set_flying(&mut self, up: UpstreamId, on: bool) {
+        if let Some(p) = self.candidates.iter().position(|u| u == up.index()) {
+            let bit = 1u8.checked_shl(p as u32).unwrap_or(0);
+            if on {
+                self.flying |= bit;
+            } else {
+                self.flying &= !bit;
+            }
+        }
+    }
+
+    /// An attempt that was cancelled (a hedge lost the race): no longer in
+    /// flight, and no record.
+    pub fn cancelled(&mut self, up: UpstreamId) {
+        self.set_flying(up, false);
+    }
+
+    /// The upstream of the last attempt again, when that attempt failed in a
+    /// way that may be its endpoint's alone and a usable endpoint of it is
+    /// left untried.
+    fn other_endpoint(&self) -> Option<UpstreamId> {
+        let last = self.records.last()?;
+        if !last.outcome.is_endpoint_specific() {
+            return None;
+        }
+        let pos = self
+            .candidates
+            .iter()
+            .position(|u| u == last.upstream.index())?;
+        let left = self.endpoints.get(pos)? & !self.tried_endpoints(last.upstream);
+        (left != 0).then_some(last.upstream)
+    }
+
+    /// The endpoints of `up` this request has tried, as a bit set.
+    fn tried_endpoints(&self, up: UpstreamId) -> u64 {
+        self.records
+            .iter()
+            .filter(|r| r.upstream == up)
+            .fold(0, |m, r| {
+                m | 1u64.checked_shl(r.endpoint as u32).unwrap_or(0)
+            })
     }
 
     /// Next candidate in round-robin order, skipping upstreams that said 429.
     fn pick(&mut self) -> Option<UpstreamId> {
         let n = self.candidates.len();
         for _ in 0..n {
-            let u = self.candidates.get(self.next % n)?;
+            let pos = self.next % n;
+            let u = self.candidates.get(pos)?;
             self.next += 1;
+            if self.flying & 1u8.checked_shl(pos as u32).unwrap_or(0) != 0 {
+                continue;
+            }
             let throttled = self
                 .records
                 .iter()
@@ -142,6 +258,7 @@ impl Walk {
 
     /// Takes the record of the attempt the last [`Step::Try`] asked for.
     pub fn record(&mut self, r: AttemptRecord) {
+        self.set_flying(r.upstream, false);
         self.records.push(r);
     }
 
@@ -241,6 +358,8 @@ mod tests {
             backoff_max: Duration::from_secs(2),
             records: Vec::new(),
             budget_spent: false,
+            endpoints: [0; MAX_CHAIN],
+            flying: 0,
         }
     }
 
@@ -251,6 +370,7 @@ mod tests {
     fn failed(w: &mut Walk, up: UpstreamId, outcome: Outcome) {
         w.record(AttemptRecord {
             upstream: up,
+            endpoint: 0,
             outcome,
             status: None,
             latency: Duration::ZERO,
@@ -275,6 +395,7 @@ mod tests {
             upstream,
             backoff,
             after,
+            ..
         } = w.next(&budget)
         else {
             panic!("stopped")
@@ -303,6 +424,7 @@ mod tests {
             assert_eq!(tried(w.next(&budget)), id(up));
             w.record(AttemptRecord {
                 upstream: id(up),
+                endpoint: 0,
                 outcome: Outcome::Http429,
                 status: Some(429),
                 latency: Duration::ZERO,
@@ -327,5 +449,62 @@ mod tests {
         failed(&mut w, id(0), Outcome::Http5xx);
         assert_eq!(w.next(&budget), Step::Stop);
         assert!(w.budget_spent());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_endpoint_of_the_same_upstream_comes_first() {
+        let budget = RetryBudget::new(1.0, 10);
+        let mut w = walk(&[0, 1], false, 5);
+        w.endpoints[0] = 0b111;
+        let at = |w: &mut Walk, ep: usize, outcome: Outcome| {
+            w.record(AttemptRecord {
+                upstream: id(0),
+                endpoint: ep,
+                outcome,
+                status: None,
+                latency: Duration::ZERO,
+                retry_after: None,
+            })
+        };
+        assert_eq!(tried(w.next(&budget)), id(0));
+        at(&mut w, 1, Outcome::ConnectError);
+        let Step::Try {
+            upstream,
+            avoid,
+            backoff,
+            ..
+        } = w.next(&budget)
+        else {
+            panic!("stopped")
+        };
+        assert_eq!((upstream, avoid, backoff), (id(0), 0b010, None));
+        at(&mut w, 0, Outcome::Http5xx);
+        let Step::Try {
+            upstream, avoid, ..
+        } = w.next(&budget)
+        else {
+            panic!("stopped")
+        };
+        assert_eq!((upstream, avoid), (id(0), 0b011));
+        // A 429 concerns the account: on to the next upstream.
+        at(&mut w, 2, Outcome::Http429);
+        assert_eq!(tried(w.next(&budget)), id(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hedge_goes_to_the_next_upstream_not_in_flight() {
+        let budget = RetryBudget::new(0.0, 1);
+        let mut w = walk(&[0, 1, 2], false, 3);
+        assert_eq!(tried(w.next(&budget)), id(0));
+        // Upstream 0 is in flight: the hedge goes to 1, paid from the budget.
+        assert_eq!(tried(w.hedge(&budget)), id(1));
+        // Budget spent (1 token): the next hedge is skipped, the walk goes on.
+        assert_eq!(w.hedge(&budget), Step::Stop);
+        assert!(!w.budget_spent());
+        w.cancelled(id(1));
+        failed(&mut w, id(0), Outcome::Http5xx);
+        assert_eq!(w.attempts(), 1);
+        // Nothing in flight now: a cancelled hedge left no record.
+        assert_eq!(w.launched(), 1);
     }
 }

@@ -1,10 +1,12 @@
 //! Routing: what a request is matched against and which upstreams it may try.
 //!
+//! - [`balance`]: which endpoint of an upstream with several (p2c over peak EWMA);
 //! - [`ids`]: config names resolved to typed ids, once per config;
 //! - [`split`]: the pure `(route, key, percentage)` → chain order function;
 //! - [`table`]: routes, effective shares, upstream usability, model matcher;
 //! - [`snapshot`]: the one live [`Snapshot`] behind an `ArcSwap` ([`Live`]).
 
+pub mod balance;
 pub mod ids;
 pub mod snapshot;
 pub mod split;
@@ -13,5 +15,6 @@ pub mod table;
 pub use ids::{RouteId, UpstreamId};
 pub use snapshot::{Base, Live, Snapshot, UpstreamCounters};
 pub use table::{
-    glob_match, HealthState, ModelMatcher, RouteView, RoutingTable, SplitView, UpstreamView,
+    glob_match, EndpointView, HealthState, ModelMatcher, RouteView, RoutingTable, SplitView,
+    UpstreamView,
 };

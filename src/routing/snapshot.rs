@@ -12,8 +12,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use tokio::time::Instant;
+
+use super::balance::{self, Clock, EndpointCounters};
 use super::ids::{upstream_ids, RouteId, UpstreamId, MAX_IDS};
-use super::table::{HealthState, ModelMatcher, RouteView, RoutingTable, SplitView, UpstreamView};
+use super::table::{
+    EndpointView, HealthState, ModelMatcher, RouteView, RoutingTable, SplitView, UpstreamView,
+};
 use crate::auth::ClientKeys;
 use crate::config::{Config, FailoverConfig, Secrets};
 use crate::limit::Limits;
@@ -56,6 +61,11 @@ pub struct Base {
     pub upstreams: Arc<[Upstream]>,
     /// Live counters, by [`UpstreamId`].
     pub counters: Box<[UpstreamCounters]>,
+    /// Live counters of each endpoint (latency estimate, in flight), by
+    /// [`UpstreamId`] then endpoint; empty for an upstream with one endpoint.
+    pub endpoint_counters: Box<[Box<[EndpointCounters]>]>,
+    /// The clock of the endpoint counters.
+    pub clock: Clock,
     /// Client keys.
     pub keys: ClientKeys,
     /// Per-key rate limits.
@@ -67,19 +77,20 @@ pub struct Base {
 }
 
 impl Base {
-    /// Resolves every name to an id and builds the clients. `base_urls[i]` is
-    /// upstream `i`'s address (a simulated one is known only once started).
+    /// Resolves every name to an id and builds the clients. `endpoints[i]` is
+    /// upstream `i`'s `(name, base_url)` list (a simulated one is known only
+    /// once started).
     pub fn build(
         cfg: Arc<Config>,
         secrets: &Secrets,
-        base_urls: &[String],
+        endpoints: &[Vec<(String, String)>],
     ) -> Result<Self, String> {
         if cfg.upstreams.len() > MAX_IDS || cfg.routes.len() > MAX_IDS {
             return Err(format!("at most {MAX_IDS} upstreams and routes"));
         }
         let mut upstreams = Vec::with_capacity(cfg.upstreams.len());
         for (i, u) in cfg.upstreams.iter().enumerate() {
-            let base = base_urls
+            let base = endpoints
                 .get(i)
                 .ok_or_else(|| format!("upstreams[{i}].base_url: missing"))?;
             let key = secrets.upstream_keys.get(i).and_then(Option::as_ref);
@@ -115,8 +126,21 @@ impl Base {
                 split,
             ));
         }
+        let endpoint_counters = upstreams
+            .iter()
+            .map(|u| {
+                let n = if u.has_endpoints() {
+                    u.endpoints.len()
+                } else {
+                    0
+                };
+                (0..n).map(|_| EndpointCounters::default()).collect()
+            })
+            .collect();
         Ok(Self {
             counters: cfg.upstreams.iter().map(|_| Default::default()).collect(),
+            endpoint_counters,
+            clock: Clock::new(Instant::now()),
             upstreams: upstreams.into(),
             keys: ClientKeys::new(&cfg, secrets),
             limits: Limits::new(&cfg),
@@ -153,6 +177,12 @@ impl Base {
                     ejected_until: None,
                     cooling_until: None,
                     models: Arc::default(),
+                    ttfb_p95: None,
+                    endpoints: u
+                        .endpoints
+                        .iter()
+                        .map(|e| EndpointView::fresh(e.name.clone()))
+                        .collect(),
                 })
                 .collect(),
             matcher: self.matcher.clone(),
@@ -191,6 +221,44 @@ impl Snapshot {
     /// An upstream's live counters.
     pub fn counters(&self, id: UpstreamId) -> &UpstreamCounters {
         &self.base.counters[id.index()]
+    }
+
+    /// The live counters of an upstream's endpoint (`None` for an upstream
+    /// with a single endpoint: nothing to choose, nothing to measure).
+    pub fn endpoint_counters(&self, id: UpstreamId, endpoint: usize) -> Option<&EndpointCounters> {
+        self.base.endpoint_counters.get(id.index())?.get(endpoint)
+    }
+
+    /// Which endpoint of `id` an attempt goes to: power of two choices over
+    /// the usable endpoints not in `avoid` (those this request already
+    /// tried), falling back to any not tried, then to any usable, then to all.
+    pub fn pick_endpoint(&self, id: UpstreamId, avoid: u64, now: Instant) -> usize {
+        let Some(counters) = self.base.endpoint_counters.get(id.index()) else {
+            return 0;
+        };
+        let n = counters.len().min(64);
+        if n <= 1 {
+            return 0;
+        }
+        let view = self.table.upstream(id);
+        let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let usable = view.usable_endpoints() & all;
+        let candidates = [usable & !avoid, all & !avoid, usable, all]
+            .into_iter()
+            .find(|m| *m != 0)
+            .unwrap_or(all);
+        let t = self.base.clock.ns(now);
+        let slow_start = self.base.cfg.upstreams[id.index()].slow_start;
+        let mut rng = fastrand::Rng::new();
+        balance::choose(
+            candidates,
+            |i| counters[i].cost(t),
+            |i| {
+                let since = view.endpoints.get(i).and_then(|e| e.slow_start_since);
+                balance::slow_start_weight(since, slow_start, now)
+            },
+            &mut rng,
+        )
     }
 
     /// Client keys.

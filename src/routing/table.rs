@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::time::Instant;
@@ -56,12 +56,58 @@ pub struct UpstreamView {
     pub cooling_until: Option<Instant>,
     /// Models learned from its `/models`.
     pub models: Arc<Vec<String>>,
+    /// p95 of live time to the commit point (hedging's `after: p95`).
+    pub ttfb_p95: Option<Duration>,
+    /// Its endpoints' own health (one entry for a plain `base_url`).
+    pub endpoints: Arc<[EndpointView]>,
 }
 
 impl UpstreamView {
     /// Whether routing should try it now (outside panic mode).
     pub fn usable(&self, now: Instant) -> bool {
         self.state == HealthState::Healthy && self.cooling_until.is_none_or(|t| now >= t)
+    }
+
+    /// The endpoints routing should try now, as a bit set (bit `i` = endpoint `i`).
+    pub fn usable_endpoints(&self) -> u64 {
+        self.endpoints
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(|(_, e)| e.state == HealthState::Healthy)
+            .fold(0, |m, (i, _)| m | (1 << i))
+    }
+}
+
+/// One endpoint of an upstream as routing sees it.
+#[derive(Debug, Clone)]
+pub struct EndpointView {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its own health state.
+    pub state: HealthState,
+    /// Last probe latency.
+    pub probe_latency_ms: Option<f64>,
+    /// Live error rate over the outlier window (0–1).
+    pub error_rate: f64,
+    /// End of the current ejection (wall clock), if ejected.
+    pub ejected_until: Option<SystemTime>,
+    /// When it came back from ejection or failing probes, while within
+    /// `slow_start` (its share of traffic grows meanwhile).
+    pub slow_start_since: Option<Instant>,
+}
+
+impl EndpointView {
+    /// A healthy endpoint nothing is known about yet.
+    pub fn fresh(name: Arc<str>) -> Self {
+        Self {
+            name,
+            state: HealthState::Healthy,
+            probe_latency_ms: None,
+            error_rate: 0.0,
+            ejected_until: None,
+            slow_start_since: None,
+        }
     }
 }
 

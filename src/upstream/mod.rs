@@ -24,9 +24,11 @@ use crate::config::{PriceConfig, Secret, TimeoutsConfig, UpstreamConfig};
 pub struct Upstream {
     /// Config name.
     pub name: Arc<str>,
-    /// `base_url` without a trailing slash.
-    pub base_url: String,
-    /// Pooled keep-alive client with this upstream's connect timeout.
+    /// Its entry points: one for a `base_url`, several for `endpoints`
+    /// (same key, same models; PRODUCT.md §3.10).
+    pub endpoints: Box<[Endpoint]>,
+    /// Pooled keep-alive client with this upstream's connect timeout (hyper
+    /// keeps one pool per host, so each endpoint has its own connections).
     client: HttpClient,
     auth: Option<HeaderValue>,
     /// Client model name → this upstream's name.
@@ -35,8 +37,49 @@ pub struct Upstream {
     pub timeouts: TimeoutsConfig,
     /// USD per 1M tokens by model (`*` = default).
     pub pricing: HashMap<String, PriceConfig>,
+}
+
+/// One entry point of an upstream.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Its name in `endpoints` (the upstream's own name for a plain `base_url`).
+    pub name: Arc<str>,
+    /// `base_url` without a trailing slash.
+    pub base_url: String,
     /// URLs of the usual endpoints, parsed once (see [`PARSED_SUFFIXES`]).
     parsed: Vec<(&'static str, Uri)>,
+}
+
+impl Endpoint {
+    /// An entry point at `base_url`.
+    pub fn new(name: &str, base_url: &str) -> Self {
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let parsed = PARSED_SUFFIXES
+            .iter()
+            .filter_map(|&s| Some((s, Uri::try_from(format!("{base_url}{s}")).ok()?)))
+            .collect();
+        Self {
+            name: name.into(),
+            base_url,
+            parsed,
+        }
+    }
+
+    /// `{base_url}{suffix}`, where `suffix` is the client's path after `/v1` (with its query).
+    fn url(&self, suffix: &str) -> String {
+        let mut u = String::with_capacity(self.base_url.len() + suffix.len());
+        u.push_str(&self.base_url);
+        u.push_str(suffix);
+        u
+    }
+
+    /// The full URI of an endpoint: pre-parsed for the usual ones.
+    fn uri(&self, suffix: &str) -> Result<Uri, axum::http::Error> {
+        match self.parsed.iter().find(|(s, _)| *s == suffix) {
+            Some((_, u)) => Ok(u.clone()),
+            None => Ok(Uri::try_from(self.url(suffix))?),
+        }
+    }
 }
 
 /// A response head is on its way (or the send failed).
@@ -54,8 +97,13 @@ const PARSED_SUFFIXES: [&str; 5] = [
 ];
 
 impl Upstream {
-    /// Builds the client. `base_url` is resolved (a simulated upstream's address is known only at start).
-    pub fn new(cfg: &UpstreamConfig, base_url: &str, key: Option<&Secret>) -> Result<Self, String> {
+    /// Builds the client. `endpoints` are `(name, base_url)` pairs, resolved
+    /// (a simulated upstream's address is known only at start).
+    pub fn new(
+        cfg: &UpstreamConfig,
+        endpoints: &[(String, String)],
+        key: Option<&Secret>,
+    ) -> Result<Self, String> {
         // Turnout is the only layer that retries; redirects are not followed and
         // proxy env vars are ignored (a server's HTTP(S)_PROXY is usually meant
         // for other tools): see README.
@@ -75,15 +123,12 @@ impl Upstream {
             }
             None => None,
         };
-        let base_url = base_url.trim_end_matches('/').to_owned();
-        let parsed = PARSED_SUFFIXES
-            .iter()
-            .filter_map(|&s| Some((s, Uri::try_from(format!("{base_url}{s}")).ok()?)))
-            .collect();
+        if endpoints.is_empty() {
+            return Err(format!("upstream {}: no base_url", cfg.name));
+        }
         Ok(Self {
             name: cfg.name.as_str().into(),
-            base_url,
-            parsed,
+            endpoints: endpoints.iter().map(|(n, u)| Endpoint::new(n, u)).collect(),
             client,
             auth,
             model_map: cfg.model_map.clone().into_iter().collect(),
@@ -92,31 +137,41 @@ impl Upstream {
         })
     }
 
-    /// `{base_url}{suffix}`, where `suffix` is the client's path after `/v1` (with its query).
-    fn url(&self, suffix: &str) -> String {
-        let mut u = String::with_capacity(self.base_url.len() + suffix.len());
-        u.push_str(&self.base_url);
-        u.push_str(suffix);
-        u
+    /// True when it has several endpoints (then metrics carry an `endpoint` label).
+    pub fn has_endpoints(&self) -> bool {
+        self.endpoints.len() > 1
+    }
+
+    /// The `endpoint` label of endpoint `i`: empty (dropped from the
+    /// exposition) for an upstream with a single `base_url`.
+    pub fn endpoint_label(&self, i: usize) -> &str {
+        if self.has_endpoints() {
+            self.endpoints.get(i).map_or("", |e| &*e.name)
+        } else {
+            ""
+        }
     }
 
     /// Sends a POST with the allowlisted client headers, this upstream's key and the body.
+    /// `endpoint` is an index into [`Upstream::endpoints`] (the first when out of range).
     pub fn post(
         &self,
+        endpoint: usize,
         suffix: &str,
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<ResponseFuture, axum::http::Error> {
-        self.send(Method::POST, suffix, Some(headers), body)
+        self.send(endpoint, Method::POST, suffix, Some(headers), body)
     }
 
-    /// Sends a GET (health probe, model list) with this upstream's key.
-    pub fn get(&self, suffix: &str) -> Result<ResponseFuture, axum::http::Error> {
-        self.send(Method::GET, suffix, None, Bytes::new())
+    /// Sends a GET (health probe, model list) to one endpoint with this upstream's key.
+    pub fn get(&self, endpoint: usize, suffix: &str) -> Result<ResponseFuture, axum::http::Error> {
+        self.send(endpoint, Method::GET, suffix, None, Bytes::new())
     }
 
     fn send(
         &self,
+        endpoint: usize,
         method: Method,
         suffix: &str,
         headers: Option<&HeaderMap>,
@@ -124,7 +179,8 @@ impl Upstream {
     ) -> Result<ResponseFuture, axum::http::Error> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
-        *req.uri_mut() = self.uri(suffix)?;
+        let ep = self.endpoints.get(endpoint).unwrap_or(&self.endpoints[0]);
+        *req.uri_mut() = ep.uri(suffix)?;
         let h = req.headers_mut();
         if let Some(headers) = headers {
             h.clone_from(headers);
@@ -133,14 +189,6 @@ impl Upstream {
             h.insert(header::AUTHORIZATION, a.clone());
         }
         Ok(self.client.request(req))
-    }
-
-    /// The full URI of an endpoint: pre-parsed for the usual ones.
-    fn uri(&self, suffix: &str) -> Result<Uri, axum::http::Error> {
-        match self.parsed.iter().find(|(s, _)| *s == suffix) {
-            Some((_, u)) => Ok(u.clone()),
-            None => Ok(Uri::try_from(self.url(suffix))?),
-        }
     }
 
     /// The model name this upstream knows for a client's model name.

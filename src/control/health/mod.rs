@@ -2,8 +2,10 @@
 //! outcomes of live traffic. Both feed the control task, which publishes the
 //! routing table.
 
+pub mod endpoints;
 pub mod prober;
 pub mod state;
 pub mod window;
 
+pub use endpoints::EndpointsHealth;
 pub use state::{UpstreamHealth, Verdict};

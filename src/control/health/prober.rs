@@ -1,5 +1,5 @@
 //! Active probes: a cheap `GET {base_url}{health.path}` (never a billed
-//! completion) per upstream, every `interval`, each under its own timeout.
+//! completion) per endpoint of each upstream, every `interval`, each under its own timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::control::{ControlHandle, Event};
 use crate::metrics::Metrics;
-use crate::routing::Base;
+use crate::routing::{Base, UpstreamId};
 use crate::upstream::{Incoming, Upstream};
 
 /// Largest `/models` body read for the model list.
@@ -28,7 +28,7 @@ struct ModelEntry {
     id: String,
 }
 
-/// Starts one probe loop per upstream of `base` with probes enabled.
+/// Starts one probe loop per endpoint of each upstream of `base` with probes enabled.
 pub fn spawn_all(
     base: Arc<Base>,
     control: ControlHandle,
@@ -36,51 +36,65 @@ pub fn spawn_all(
     shutdown: watch::Receiver<bool>,
 ) {
     for id in base.upstream_ids() {
-        let cfg = base.cfg.upstreams[id.index()].health.clone();
-        if !cfg.enabled {
+        if !base.cfg.upstreams[id.index()].health.enabled {
             continue;
         }
-        let (base, control, metrics, mut shutdown) = (
-            base.clone(),
-            control.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            let up = &base.upstreams[id.index()];
-            let mut tick = tokio::time::interval(cfg.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    _ = tick.tick() => {}
-                }
-                let (ok, latency, models) = probe(up, &cfg.path, cfg.timeout).await;
-                let name = &*up.name;
-                metrics
-                    .probe_duration
-                    .with_label_values(&[name])
-                    .observe(latency.as_secs_f64());
-                metrics
-                    .probes
-                    .with_label_values(&[name, if ok { "ok" } else { "fail" }])
-                    .inc();
-                control
-                    .send(Event::Probe {
-                        upstream: id,
-                        ok,
-                        latency,
-                        models,
-                    })
-                    .await;
-            }
-        });
+        for endpoint in 0..base.upstreams[id.index()].endpoints.len() {
+            tokio::spawn(probe_loop(
+                base.clone(),
+                id,
+                endpoint,
+                control.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
+}
+
+async fn probe_loop(
+    base: Arc<Base>,
+    id: UpstreamId,
+    endpoint: usize,
+    control: ControlHandle,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let cfg = &base.cfg.upstreams[id.index()].health;
+    let up = &base.upstreams[id.index()];
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let (ok, latency, models) = probe(up, endpoint, &cfg.path, cfg.timeout).await;
+        let labels = [&*up.name, up.endpoint_label(endpoint)];
+        metrics
+            .probe_duration
+            .with_label_values(&labels)
+            .observe(latency.as_secs_f64());
+        metrics
+            .probes
+            .with_label_values(&[labels[0], labels[1], if ok { "ok" } else { "fail" }])
+            .inc();
+        control
+            .send(Event::Probe {
+                upstream: id,
+                endpoint,
+                ok,
+                latency,
+                models,
+            })
+            .await;
     }
 }
 
 /// One probe: ok on a 2xx within the timeout; reads the model list when the path is `/models`.
 pub async fn probe(
     up: &Upstream,
+    endpoint: usize,
     path: &str,
     timeout: Duration,
 ) -> (bool, Duration, Option<Vec<String>>) {
@@ -91,7 +105,7 @@ pub async fn probe(
         format!("/{path}")
     };
     let fut = async {
-        let rsp = up.get(&path).ok()?.await.ok()?;
+        let rsp = up.get(endpoint, &path).ok()?.await.ok()?;
         if !rsp.status().is_success() {
             return Some((false, None));
         }

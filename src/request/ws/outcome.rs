@@ -29,6 +29,8 @@ pub(crate) struct Progress {
     pub plan: Option<Plan>,
     /// Serving (or last tried) upstream.
     pub upstream: Option<UpstreamId>,
+    /// Which of its endpoints served.
+    pub endpoint: usize,
     /// Upstream attempts.
     pub attempts: u32,
     /// Time to the first event.
@@ -180,6 +182,7 @@ pub(crate) async fn finish(
     let ending = Ending {
         status,
         upstream: p.upstream,
+        endpoint: p.endpoint,
         attempts: p.attempts,
         ttft: p.ttft,
         usage: p.usage,

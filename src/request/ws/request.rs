@@ -115,6 +115,7 @@ async fn serve(
         Ok(s) => s,
     };
     p.upstream = Some(s.upstream);
+    p.endpoint = s.endpoint;
     p.attempts = s.attempts;
     p.ttft = Some(s.ttfb);
     match s.served {

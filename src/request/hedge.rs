@@ -1,0 +1,188 @@
+//! Hedged requests (PRODUCT.md §3.10, `routes[].hedge`): the second driver
+//! of the [`Walk`]. It makes the walk's attempts like the sequential driver,
+//! but when the attempt in flight has not reached its commit point after
+//! `after` (a fixed delay, or the upstream's current p95 time to the commit
+//! point, at least 200 ms), the same request also starts on the next
+//! upstream of the chain. The first attempt to commit wins; the others are
+//! dropped at once, which closes their connections, so their providers stop
+//! generating. Each hedge is paid from the retry budget and counted in
+//! `turnout_hedges_total{route,outcome}`: `won` (it committed first), `lost`
+//! (cancelled, or failed), `skipped` (due, but no upstream or no budget).
+//!
+//! Only routes with `hedge` come here; the default path never does.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
+use tower::Service;
+
+use super::failover::{
+    template, Attempt, AttemptError, Failover, Failure, ProxyCall, Served, Success,
+};
+use super::plan::Plan;
+use super::walk::{AttemptRecord, Step, Walk};
+use crate::config::{HedgeAfter, HedgeConfig};
+use crate::routing::UpstreamId;
+
+/// `after: p95` never hedges sooner than this.
+pub const MIN_P95_DELAY: Duration = Duration::from_millis(200);
+/// `after: p95` before the upstream has any latency sample.
+pub const P95_UNKNOWN_DELAY: Duration = Duration::from_secs(2);
+
+/// An attempt in flight: its upstream, whether it is a hedge, and its end.
+type Flight<'a> = Pin<
+    Box<
+        dyn Future<
+                Output = (
+                    UpstreamId,
+                    bool,
+                    AttemptRecord,
+                    Result<Served, AttemptError>,
+                ),
+            > + Send
+            + 'a,
+    >,
+>;
+
+/// How long the attempt on `up` may run uncommitted before a hedge starts.
+pub fn delay(cfg: &HedgeConfig, plan: &Plan, up: UpstreamId) -> Duration {
+    match cfg.after {
+        HedgeAfter::Fixed(d) => d,
+        HedgeAfter::P95 => plan
+            .snap
+            .table
+            .upstream(up)
+            .ttfb_p95
+            .unwrap_or(P95_UNKNOWN_DELAY)
+            .max(MIN_P95_DELAY),
+    }
+}
+
+/// Counts of one request's hedges, for `turnout_hedges_total`.
+#[derive(Default)]
+struct Tally {
+    launched: u32,
+    won: bool,
+    skipped: u32,
+}
+
+impl<S> Failover<S>
+where
+    S: Service<Attempt, Response = Served, Error = AttemptError> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+    /// Walks the chain with hedges (see the module doc).
+    pub(super) async fn run_hedged(
+        &self,
+        call: ProxyCall,
+        cfg: &HedgeConfig,
+    ) -> Result<Success, Failure> {
+        let app = &*self.app;
+        let plan = &call.plan;
+        app.budget.deposit();
+        let mut walk = Walk::new(plan, plan.snap.failover(), Instant::now());
+        let template = template(&call);
+        let mut tally = Tally::default();
+        let mut flying: FuturesUnordered<Flight<'_>> = FuturesUnordered::new();
+        let mut hedge_at: Option<Instant> = None;
+        let outcome = loop {
+            if flying.is_empty() {
+                let Step::Try {
+                    upstream,
+                    avoid,
+                    backoff,
+                    after,
+                } = walk.next(&app.budget)
+                else {
+                    break None;
+                };
+                if let Some(prev) = after {
+                    self.count_retry(plan, prev, upstream);
+                }
+                if let Some(wait) = backoff {
+                    tokio::time::sleep(wait).await;
+                }
+                flying.push(self.flight(plan, &template, upstream, avoid, false));
+                hedge_at =
+                    (tally.launched < cfg.max).then(|| Instant::now() + delay(cfg, plan, upstream));
+            }
+            let due = hedge_at;
+            let timer = async move {
+                match due {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some((_, hedge, record, result)) = flying.next() => {
+                    walk.record(record);
+                    if let Ok(served) = result {
+                        tally.won = hedge;
+                        break Some((record, served));
+                    }
+                }
+                () = timer => {
+                    hedge_at = None;
+                    match walk.hedge(&app.budget) {
+                        Step::Try { upstream, avoid, .. } => {
+                            tally.launched += 1;
+                            flying.push(self.flight(plan, &template, upstream, avoid, true));
+                            if tally.launched < cfg.max {
+                                hedge_at = Some(Instant::now() + delay(cfg, plan, upstream));
+                            }
+                        }
+                        Step::Stop => tally.skipped += 1,
+                    }
+                }
+            }
+        };
+        // The losers: dropping their futures closes their connections.
+        let cancelled = flying.len() as u32;
+        drop(flying);
+        self.count_hedges(plan, &tally);
+        match outcome {
+            Some((record, served)) => {
+                let mut s = self.success(walk, record, served);
+                s.attempts += cancelled;
+                Ok(s)
+            }
+            None => Err(self.failure(plan, walk)),
+        }
+    }
+
+    /// One attempt as a future the race can poll (and drop).
+    fn flight<'a>(
+        &'a self,
+        plan: &'a Plan,
+        template: &'a Attempt,
+        up: UpstreamId,
+        avoid: u64,
+        hedge: bool,
+    ) -> Flight<'a> {
+        Box::pin(async move {
+            let (record, result) = self.attempt(plan, template, up, avoid).await;
+            (up, hedge, record, result)
+        })
+    }
+
+    fn count_hedges(&self, plan: &Plan, t: &Tally) {
+        let m = &self.app.metrics;
+        let route = plan.route_name();
+        let won = u64::from(t.won);
+        if won > 0 {
+            m.hedges.with_label_values(&[route, "won"]).inc();
+        }
+        let lost = u64::from(t.launched) - won;
+        if lost > 0 {
+            m.hedges.with_label_values(&[route, "lost"]).inc_by(lost);
+        }
+        if t.skipped > 0 {
+            m.hedges
+                .with_label_values(&[route, "skipped"])
+                .inc_by(u64::from(t.skipped));
+        }
+    }
+}
