@@ -10,6 +10,10 @@
 //!   one JSON line, then holds them open for a while (the script reads the
 //!   target's RSS meanwhile).
 //!
+//! The request and the measure of an answer (time to first event, `[DONE]`)
+//! and the percentiles are the library's (`turnout::ops::bench`), shared
+//! with `turnout bench`.
+//!
 //! Every mode prints one JSON object on stdout. Only 127.0.0.1 targets are used
 //! by the bench script.
 
@@ -21,6 +25,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use tokio::time::Instant;
+use turnout::ops::bench::{summary, Shot};
+use turnout::outcome::Outcome;
 
 #[derive(Parser)]
 #[command(about = "Load generator for scripts/bench.sh")]
@@ -134,57 +140,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// One request's body and a client for it.
-struct Shot {
-    client: reqwest::Client,
-    url: reqwest::Url,
-    body: Bytes,
-}
-
-impl Shot {
-    fn new(t: &Target, pool: usize) -> Result<Arc<Self>, String> {
-        turnout::upstream::install_crypto();
-        let body = std::fs::read(&t.body).map_err(|e| format!("{}: {e}", t.body.display()))?;
-        let client = reqwest::Client::builder()
-            .timeout(t.timeout)
-            .pool_max_idle_per_host(pool)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let url = reqwest::Url::parse(&t.url).map_err(|e| format!("{}: {e}", t.url))?;
-        Ok(Arc::new(Self {
-            client,
-            url,
-            body: Bytes::from(body),
-        }))
-    }
-
-    fn send(&self) -> reqwest::RequestBuilder {
-        self.client
-            .post(self.url.clone())
-            .header("content-type", "application/json")
-            .body(self.body.clone())
-    }
-}
-
-/// Percentiles in milliseconds of a set of durations.
-fn summary(mut v: Vec<Duration>) -> serde_json::Value {
-    v.sort_unstable();
-    let pick = |q: f64| -> f64 {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
-        v[i].as_secs_f64() * 1000.0
-    };
-    serde_json::json!({
-        "n": v.len(),
-        "p50_ms": pick(0.50),
-        "p90_ms": pick(0.90),
-        "p99_ms": pick(0.99),
-        "max_ms": pick(1.0),
-    })
+/// The target's body, sent by the library's [`Shot`] (shared with `turnout bench`).
+fn shot(t: &Target, pool: usize) -> Result<Arc<Shot>, String> {
+    let body = std::fs::read(&t.body).map_err(|e| format!("{}: {e}", t.body.display()))?;
+    let headers = reqwest::header::HeaderMap::new();
+    Shot::new(&t.url, Bytes::from(body), headers, t.timeout, pool).map(Arc::new)
 }
 
 async fn rate_mode(
@@ -193,7 +153,7 @@ async fn rate_mode(
     duration: Duration,
     max_in_flight: u64,
 ) -> Result<serde_json::Value, String> {
-    let shot = Shot::new(&t, 4096)?;
+    let shot = shot(&t, 4096)?;
     let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let total = (duration.as_secs_f64() * f64::from(rate)).round() as u64;
     let in_flight = Arc::new(AtomicU64::new(0));
@@ -242,24 +202,11 @@ async fn rate_mode(
     }))
 }
 
-/// Sends one streaming request; returns (time to first event, total time).
+/// Sends one streaming request; returns (time to first event, total time)
+/// of a stream that ended with `[DONE]`.
 async fn one_stream(shot: &Shot) -> Option<(Duration, Duration)> {
-    let t0 = Instant::now();
-    let mut rsp = shot.send().send().await.ok()?;
-    if !rsp.status().is_success() {
-        return None;
-    }
-    let mut first = None;
-    let mut done = false;
-    while let Some(chunk) = rsp.chunk().await.ok()? {
-        if first.is_none() && turnout::request::sse::find(&chunk, b"data:").is_some() {
-            first = Some(t0.elapsed());
-        }
-        if turnout::request::sse::find(&chunk, b"[DONE]").is_some() {
-            done = true;
-        }
-    }
-    Some((first?, t0.elapsed())).filter(|_| done)
+    let s = shot.measure(true).await;
+    (s.outcome == Outcome::Ok).then_some((s.ttft?, s.total))
 }
 
 async fn streams_mode(
@@ -267,7 +214,7 @@ async fn streams_mode(
     concurrency: usize,
     duration: Duration,
 ) -> Result<serde_json::Value, String> {
-    let shot = Shot::new(&t, concurrency)?;
+    let shot = shot(&t, concurrency)?;
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
@@ -313,7 +260,7 @@ async fn hold_mode(
     open_timeout: Duration,
     hold: Duration,
 ) -> Result<serde_json::Value, String> {
-    let shot = Shot::new(&t, count)?;
+    let shot = shot(&t, count)?;
     let opened = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let period = Duration::from_secs_f64(1.0 / f64::from(ramp.max(1)));

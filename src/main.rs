@@ -34,6 +34,8 @@ enum Command {
     },
     /// Run a simulated OpenAI-compatible provider.
     Mock(turnout::mock::cli::MockArgs),
+    /// Measure each configured upstream directly (TTFT, tokens/s, latency, errors).
+    Bench(turnout::ops::bench::BenchArgs),
 }
 
 /// mimalloc instead of glibc's malloc: allocation and free were ~14 % of the
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check { strict } => check(&cli.config, strict),
         Command::Serve => runtime(serve(cli.config)),
+        Command::Bench(args) => runtime(bench(cli.config, args)),
         Command::Mock(args) => runtime(async move {
             init_logs(LogFormat::Text, "info");
             match turnout::mock::cli::run(args).await {
@@ -179,6 +182,27 @@ async fn serve(path: PathBuf) -> ExitCode {
     tracing::info!("shutting down");
     running.shutdown().await;
     ExitCode::SUCCESS
+}
+
+async fn bench(path: PathBuf, args: turnout::ops::bench::BenchArgs) -> ExitCode {
+    let cfg = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logs(LogFormat::Text, "warn");
+    match turnout::ops::bench::run(&cfg, &args, &resolve_env).await {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn shutdown_signal() {

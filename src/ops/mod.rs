@@ -1,6 +1,8 @@
 //! Operating Turnout: the admin listener ([`admin`]: metrics, status, split
 //! changes, rollbacks) and the read-only views of the public listener
-//! ([`models`]: `/v1/models`, `/v1/account`).
+//! ([`models`]: `/v1/models`, `/v1/account`), and [`bench`]: measuring upstreams
+//! (`turnout bench`, the benchmark's load generator).
 
 pub mod admin;
+pub mod bench;
 pub mod models;
