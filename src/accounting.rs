@@ -75,6 +75,8 @@ pub struct Finished<'a> {
     pub route: &'a str,
     /// Serving (or last tried) upstream.
     pub upstream: Option<&'a Upstream>,
+    /// Which of its endpoints (0 for a plain `base_url`).
+    pub endpoint: usize,
     /// The route's primary (prices the savings baseline).
     pub primary: Option<&'a Upstream>,
     /// Client model name.
@@ -142,22 +144,24 @@ impl Accounting {
     pub fn record(&self, f: &Finished<'_>) {
         let m = &self.metrics;
         let up = f.upstream.map_or("none", |u| &*u.name);
+        // Empty (left out of the exposition) unless the upstream has several endpoints.
+        let ep = f.upstream.map_or("", |u| u.endpoint_label(f.endpoint));
         let code = status_label(f.status);
         let transport = f.transport.as_str();
         m.requests
-            .with_label_values(&[f.route, up, code, transport])
+            .with_label_values(&[f.route, up, ep, code, transport])
             .inc();
         m.request_duration
-            .with_label_values(&[f.route, up, transport])
+            .with_label_values(&[f.route, up, ep, transport])
             .observe(f.duration.as_secs_f64());
         if let Some(t) = f.ttft {
             m.ttft
-                .with_label_values(&[f.route, up, transport])
+                .with_label_values(&[f.route, up, ep, transport])
                 .observe(t.as_secs_f64());
         }
         if let Some(reason) = f.stream_error {
             m.stream_errors
-                .with_label_values(&[f.route, up, reason.label()])
+                .with_label_values(&[f.route, up, ep, reason.label()])
                 .inc();
         }
         let mut cost = 0.0;

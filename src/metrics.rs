@@ -19,7 +19,8 @@ fn latency_buckets() -> Vec<f64> {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Client requests by route, upstream (`none` when none was tried), status code, transport.
+    /// Client requests by route, upstream (`none` when none was tried),
+    /// endpoint (empty, so absent, unless the upstream has several), status code, transport.
     pub requests: IntCounterVec,
     /// Whole request time as the client sees it.
     pub request_duration: HistogramVec,
@@ -90,13 +91,13 @@ impl Metrics {
             registry: registry.clone(),
             requests: reg!(registry, IntCounterVec::new(
                 Opts::new("turnout_requests_total", "Client requests by route, upstream and HTTP status code."),
-                &["route", "upstream", "code", "transport"])),
+                &["route", "upstream", "endpoint", "code", "transport"])),
             request_duration: reg!(registry, HistogramVec::new(
                 hist("turnout_request_duration_seconds", "Request duration as seen by the client."),
-                &["route", "upstream", "transport"])),
+                &["route", "upstream", "endpoint", "transport"])),
             ttft: reg!(registry, HistogramVec::new(
                 hist("turnout_time_to_first_token_seconds", "Time to the first token (first SSE event, or the whole body when not streaming)."),
-                &["route", "upstream", "transport"])),
+                &["route", "upstream", "endpoint", "transport"])),
             failovers: reg!(registry, IntCounterVec::new(
                 Opts::new("turnout_failovers_total", "Requests moved on from one upstream to the next."),
                 &["route", "from", "to", "reason"])),
@@ -153,7 +154,7 @@ impl Metrics {
                 &["key"])),
             stream_errors: reg!(registry, IntCounterVec::new(
                 Opts::new("turnout_stream_errors_total", "Streams ended with an error event after the first byte."),
-                &["route", "upstream", "reason"])),
+                &["route", "upstream", "endpoint", "reason"])),
             hedges: reg!(registry, IntCounterVec::new(
                 Opts::new("turnout_hedges_total", "Hedged attempts by outcome: won (committed first), lost (cancelled or failed), skipped (due but not sent)."),
                 &["route", "outcome"])),

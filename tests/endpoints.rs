@@ -83,6 +83,12 @@ async fn the_fast_endpoint_takes_most_requests_after_warm_up() {
         &["upstream=\"relay\"", "endpoint=\"hk\"", "outcome=\"ok\""],
     );
     assert_eq!(hk as u64, fast.stats().chat);
+    let served = metric_sum(
+        &m,
+        "turnout_requests_total",
+        &["upstream=\"relay\"", "endpoint=\"hk\"", "code=\"200\""],
+    );
+    assert_eq!(served as u64, fast.stats().chat);
     h.proxy.shutdown().await;
 }
 

@@ -134,7 +134,10 @@ async fn without_hedge_no_second_request_is_ever_sent() {
     }
     assert_eq!((a.stats().chat, b.stats().chat), (3, 0));
     assert_eq!(a.stats().disconnects, 0);
-    assert!(!h.metrics().await.contains("turnout_hedges_total{"));
+    let m = h.metrics().await;
+    assert!(!m.contains("turnout_hedges_total{"));
+    // Upstreams with one base_url: no endpoint label anywhere.
+    assert!(!m.contains("endpoint="), "{m}");
     h.proxy.shutdown().await;
 }
 

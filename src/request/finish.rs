@@ -98,6 +98,7 @@ impl Finish {
             request_id: &self.request_id,
             route: plan.map_or("none", |p| p.route_name()),
             upstream: upstream.map(|(p, u)| p.snap.upstream(u)),
+            endpoint: end.endpoint,
             primary: plan.map(|p| p.snap.upstream(p.primary())),
             model,
             status: end.status,

@@ -138,6 +138,6 @@ pub fn rate_limit(metrics: &Metrics, snap: &Snapshot, id: &ClientIdentity) -> Re
 pub fn count_refusal(metrics: &Metrics, code: &str, transport: &str) {
     metrics
         .requests
-        .with_label_values(&["none", "none", code, transport])
+        .with_label_values(&["none", "none", "", code, transport])
         .inc();
 }
