@@ -13,7 +13,8 @@
 //! 5. edge (`request/http.rs`; WebSocket: `request/ws/`): body limit (413) →
 //!    parse (400) → plan: route (404), split key, chain (`request/plan.rs`)
 //! 6. `FailoverLayer` → `Failover` (`request/failover.rs`): drives the walk
-//!    (`request/walk.rs`); the one layer that retries
+//!    (`request/walk.rs`); the one layer that retries (on a route with
+//!    `hedge`, its hedging driver `request/hedge.rs` races attempts)
 //! 7. leaf `UpstreamService`: one attempt on one upstream (`request/attempt.rs`)
 //! 8. after the commit point: the stream reader (`request/reader.rs`), then
 //!    the one finish (`request/finish.rs`)

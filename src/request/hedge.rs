@@ -49,15 +49,14 @@ type Flight<'a> = Pin<
 
 /// How long the attempt on `up` may run uncommitted before a hedge starts.
 pub fn delay(cfg: &HedgeConfig, plan: &Plan, up: UpstreamId) -> Duration {
-    match cfg.after {
+    delay_after(cfg.after, plan.snap.table.upstream(up).ttfb_p95)
+}
+
+/// `after`, given the upstream's current p95 time to the commit point.
+pub fn delay_after(after: HedgeAfter, p95: Option<Duration>) -> Duration {
+    match after {
         HedgeAfter::Fixed(d) => d,
-        HedgeAfter::P95 => plan
-            .snap
-            .table
-            .upstream(up)
-            .ttfb_p95
-            .unwrap_or(P95_UNKNOWN_DELAY)
-            .max(MIN_P95_DELAY),
+        HedgeAfter::P95 => p95.unwrap_or(P95_UNKNOWN_DELAY).max(MIN_P95_DELAY),
     }
 }
 
@@ -184,5 +183,22 @@ where
                 .with_label_values(&[route, "skipped"])
                 .inc_by(u64::from(t.skipped));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p95_is_at_least_200ms_and_2s_before_any_sample() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            delay_after(HedgeAfter::Fixed(ms(300)), Some(ms(5))),
+            ms(300)
+        );
+        assert_eq!(delay_after(HedgeAfter::P95, Some(ms(50))), ms(200));
+        assert_eq!(delay_after(HedgeAfter::P95, Some(ms(900))), ms(900));
+        assert_eq!(delay_after(HedgeAfter::P95, None), Duration::from_secs(2));
     }
 }

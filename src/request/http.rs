@@ -104,6 +104,7 @@ fn failed(fin: &Finish, plan: &Plan, model: &str, f: Failure) -> Response {
     let end = Ending {
         status: f.error.status.as_u16(),
         upstream: f.upstream,
+        endpoint: f.records.last().map_or(0, |r| r.endpoint),
         attempts: f.attempts,
         ..Ending::default()
     };

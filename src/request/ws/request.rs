@@ -109,6 +109,7 @@ async fn serve(
     let s = match result {
         Err(f) => {
             p.upstream = f.upstream;
+            p.endpoint = f.records.last().map_or(0, |r| r.endpoint);
             p.attempts = f.attempts;
             return End::Failed(Fail::api(&f.error));
         }
