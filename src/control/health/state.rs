@@ -187,11 +187,6 @@ impl UpstreamHealth {
         self.ejected_until = Some(self.ejected_until.map_or(until, |t| t.max(until)));
         self.consecutive_failures = 0;
     }
-
-    /// Number of ejections so far.
-    pub fn ejections(&self) -> u32 {
-        self.ejections
-    }
 }
 
 #[cfg(test)]
