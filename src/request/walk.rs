@@ -295,6 +295,21 @@ mod tests {
         assert_eq!(w.attempts(), 3);
     }
 
+    /// The old `pick` test, on the walk: round robin over the candidates,
+    /// skipping those that said 429, `Stop` when every one did.
+    #[tokio::test(start_paused = true)]
+    async fn pick_cycles_and_skips_throttled() {
+        let budget = RetryBudget::new(1.0, 10);
+        let mut w = walk(&[3, 5], false, 10);
+        assert_eq!(tried(w.next(&budget)), id(3));
+        failed(&mut w, id(3), Outcome::Http5xx);
+        assert_eq!(tried(w.next(&budget)), id(5));
+        failed(&mut w, id(5), Outcome::Http429);
+        assert_eq!(tried(w.next(&budget)), id(3));
+        failed(&mut w, id(3), Outcome::Http429);
+        assert_eq!(w.next(&budget), Step::Stop);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_429_is_not_tried_again_and_all_429_answers_429() {
         let budget = RetryBudget::new(1.0, 10);
