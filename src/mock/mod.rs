@@ -71,8 +71,10 @@ impl Default for MockSettings {
 ///
 /// Set per request with the `x-mock-fault` header (`status=503`,
 /// `status=429;retry-after=2`, `hang`, `truncate=3`, `reset=3`, `junk`,
-/// `stall=2`) or per instance with [`MockHandle::set_fault`] / `PUT /mock/fault`
-/// (JSON, externally tagged: `"hang"`, `{"status":{"code":503,"retry_after":2}}`).
+/// `stall=2`, `context_length`) or per instance with [`MockHandle::set_fault`]
+/// (for the next N requests only: [`MockHandle::set_fault_times`]) /
+/// `PUT /mock/fault` (JSON, externally tagged: `"hang"`,
+/// `{"status":{"code":503,"retry_after":2}}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
@@ -107,6 +109,9 @@ pub enum Fault {
         /// Events sent before the silence.
         after: u32,
     },
+    /// `400` with `code: context_length_exceeded`, as a provider answers a
+    /// request longer than its model's context.
+    ContextLength,
 }
 
 /// Which requests an instance-wide fault applies to.

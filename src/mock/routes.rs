@@ -217,9 +217,12 @@ struct FaultRequest {
     #[serde(default)]
     scope: FaultScope,
     fault: Option<Fault>,
+    /// For the next `times` requests only ("one 500, then success").
+    #[serde(default)]
+    times: Option<u32>,
 }
 
 async fn set_fault(State(s): State<Arc<Shared>>, Json(req): Json<FaultRequest>) -> StatusCode {
-    s.set_fault(req.scope, req.fault);
+    s.set_fault_times(req.scope, req.fault, req.times);
     StatusCode::NO_CONTENT
 }

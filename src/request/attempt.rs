@@ -66,7 +66,7 @@ pub enum Served {
 }
 
 /// Why an attempt moved on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AttemptError {
     /// What happened.
     pub outcome: Outcome,
@@ -77,6 +77,18 @@ pub struct AttemptError {
     /// What went wrong underneath, when there is more to say than the reason
     /// (the transport error's chain); logged at debug, never sent to clients.
     pub detail: Option<String>,
+    /// The upstream's own answer, when it is the one to give the client if no
+    /// other upstream serves the request (a `400 context_length_exceeded`).
+    pub held: Option<Held>,
+}
+
+/// An answer kept in case the walk finds nothing better.
+pub struct Held(pub Served);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held(..)")
+    }
 }
 
 impl AttemptError {
@@ -87,6 +99,7 @@ impl AttemptError {
             retry_after: None,
             status: None,
             detail: None,
+            held: None,
         }
     }
 }
@@ -132,8 +145,12 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
     } else {
         up.timeouts.headers
     };
-    let deadline = Instant::now() + up.timeouts.total;
-    let rsp = match tokio::time::timeout(limit.min(up.timeouts.total), req).await {
+    // One limit from the attempt's start: for a stream, `first_token` runs
+    // once to the commit point, the headers included.
+    let start = Instant::now();
+    let deadline = start + up.timeouts.total;
+    let commit_deadline = (start + limit).min(deadline);
+    let rsp = match tokio::time::timeout_at(commit_deadline, req).await {
         Err(_) => return Err(AttemptError::new(Outcome::Timeout)),
         Ok(Err(e)) => {
             let mut err = AttemptError::new(crate::upstream::send_error_outcome(&e));
@@ -156,14 +173,25 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
     // text) pass through unchecked.
     let json = content_type.is_empty() || content_type.contains("json");
     if status.is_success() && content_type.starts_with("text/event-stream") {
-        let first_deadline = Instant::now().max(deadline.min(Instant::now() + limit));
-        return prefetch(status, headers, rsp.into_body(), first_deadline).await;
+        return prefetch(status, headers, rsp.into_body(), commit_deadline).await;
     }
     let body = match tokio::time::timeout_at(deadline, read_body(rsp.into_body())).await {
         Err(_) => return Err(AttemptError::new(Outcome::Timeout)),
         Ok(Err(outcome)) => return Err(AttemptError::new(outcome)),
         Ok(Ok(b)) => b,
     };
+    if status == StatusCode::BAD_REQUEST && json && openai::is_context_length_error(&body) {
+        // Too long for this upstream; one with a longer context may serve it.
+        let mut e = AttemptError::new(Outcome::ContextLengthExceeded);
+        e.status = Some(400);
+        e.held = Some(Held(Served::Complete {
+            status,
+            headers,
+            body,
+            usage: None,
+        }));
+        return Err(e);
+    }
     let mut usage = None;
     if status.is_success() && json {
         match openai::response_usage(&body) {
@@ -200,6 +228,7 @@ fn classify(status: StatusCode, headers: &HeaderMap) -> Option<AttemptError> {
         retry_after,
         status: Some(code),
         detail: None,
+        held: None,
     })
 }
 
