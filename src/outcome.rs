@@ -37,18 +37,22 @@ pub enum Outcome {
     IdleTimeout,
     /// A stream ran past `timeouts.total`.
     TotalTimeout,
-    /// A stream's body ended before its clean end.
+    /// A stream's body ended before its protocol's clean end (PRODUCT.md §3.7).
     EofWithoutDone,
-    /// The upstream reported an error inside its stream.
+    /// The upstream reported an error inside its stream, or a 2xx whose body
+    /// is an error (a top-level `error`, a failed Responses object).
     UpstreamError,
     /// `400 context_length_exceeded`: the request is too long for this
     /// upstream (another may have a longer context). Not a health failure.
     ContextLengthExceeded,
+    /// A stream that ended cleanly with nothing in it (no content, no tool
+    /// call, no finish reason): an empty answer, tried elsewhere.
+    EmptyAnswer,
 }
 
 impl Outcome {
     /// Every outcome, for label checks and for exposing every series at 0.
-    pub const ALL: [Outcome; 16] = [
+    pub const ALL: [Outcome; 17] = [
         Self::Ok,
         Self::Http429,
         Self::Http5xx,
@@ -65,6 +69,7 @@ impl Outcome {
         Self::EofWithoutDone,
         Self::UpstreamError,
         Self::ContextLengthExceeded,
+        Self::EmptyAnswer,
     ];
 
     /// The metric label and log word (bounded, fixed).
@@ -86,6 +91,7 @@ impl Outcome {
             Self::EofWithoutDone => "eof_without_done",
             Self::UpstreamError => "upstream_error",
             Self::ContextLengthExceeded => "context_length_exceeded",
+            Self::EmptyAnswer => "empty_answer",
         }
     }
 
@@ -137,7 +143,8 @@ impl Outcome {
         match self {
             Self::IdleTimeout => "no data within the idle timeout",
             Self::TotalTimeout => "the stream exceeded the total timeout",
-            Self::EofWithoutDone => "stream ended without [DONE]",
+            Self::EofWithoutDone => "the stream ended before its clean end",
+            Self::EmptyAnswer => "the answer was empty",
             Self::UpstreamError => "the upstream sent an error event",
             Self::InvalidResponse => "the upstream sent something that is not SSE JSON",
             Self::Timeout => "timeout",

@@ -165,6 +165,10 @@ pub struct WebSocketConfig {
     /// Ping period. Default 25s.
     #[serde(default = "defaults::ws_ping", with = "duration")]
     pub ping_interval: Duration,
+    /// Model of a request that names none, on a socket opened without
+    /// `?model=`. Default none (such a request gets an `error`).
+    #[serde(default)]
+    pub default_model: Option<String>,
 }
 
 impl Default for WebSocketConfig {
@@ -175,6 +179,7 @@ impl Default for WebSocketConfig {
             max_turns: defaults::ws_max_turns(),
             max_conversation_bytes: defaults::ws_max_conversation_bytes(),
             ping_interval: defaults::ws_ping(),
+            default_model: None,
         }
     }
 }

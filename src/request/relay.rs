@@ -1,25 +1,31 @@
 //! The HTTP body of a relayed stream: the [`StreamReader`]'s chunks as they
 //! arrive, unchanged, and, when the upstream breaks after the commit point,
-//! one error event (`data: {"error":...}`) and no clean end. Its end (clean,
-//! broken, or the client gone) is recorded once, by [`Finish`].
+//! one error event in the protocol's own shape (PRODUCT.md §3.7) and no clean
+//! end; an upstream's own in-band error event is already the last thing sent.
+//! A pass-through body that breaks is aborted instead (its bytes are not ours
+//! to add to). Its end (clean, broken, or the client gone) is recorded once,
+//! by [`Finish`].
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use super::finish::{ActiveStream, Ending, Finish};
 use super::plan::Plan;
+use super::protocol::Protocol;
 use super::reader::StreamReader;
 use crate::outcome::Outcome;
 use crate::routing::UpstreamId;
 
-/// The client's side of a relayed SSE stream.
+/// The client's side of a relayed stream.
 pub struct SseRelay {
     reader: StreamReader,
     end: Option<End>,
+    /// The status given to the client (recorded at the end).
+    status: u16,
 }
 
 /// Who answered the stream, as the walk found it.
@@ -29,8 +35,10 @@ pub struct Answered {
     pub upstream: UpstreamId,
     /// Attempts made.
     pub attempts: u32,
-    /// Time to the first event.
+    /// Time to the commit point (a pass-through: to the answer's head).
     pub ttfb: Duration,
+    /// The status given to the client.
+    pub status: u16,
 }
 
 /// What the relay needs once, when the stream ends.
@@ -59,6 +67,7 @@ impl SseRelay {
         Self {
             reader,
             end: Some(end),
+            status: s.status,
         }
     }
 
@@ -77,30 +86,27 @@ impl SseRelay {
         }
     }
 
-    /// The error event that ends a broken stream.
-    fn error_event(&self, outcome: Outcome) -> Bytes {
+    /// The error event that ends a broken stream, in its protocol's shape;
+    /// none when the upstream's own error event was the last thing sent.
+    fn error_event(&self, outcome: Outcome) -> Option<Bytes> {
+        if outcome == Outcome::UpstreamError {
+            return None;
+        }
         let name = self
             .end
             .as_ref()
             .map_or("?", |e| &*e.plan.snap.upstream(e.upstream).name);
-        let body = crate::error::error_body(
-            &format!(
-                "upstream {name} failed mid-stream: {}",
-                outcome.stream_detail()
-            ),
-            "upstream_error",
-            "stream_interrupted",
+        let message = format!(
+            "upstream {name} failed mid-stream: {}",
+            outcome.stream_detail()
         );
-        let mut out = BytesMut::with_capacity(body.len() + 10);
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&body);
-        out.extend_from_slice(b"\n\n");
-        out.freeze()
+        let protocol = self.reader.protocol();
+        Some(protocol.error_event(&message, self.reader.mid_event()))
     }
 }
 
 impl Stream for SseRelay {
-    type Item = Result<Bytes, std::convert::Infallible>;
+    type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -110,12 +116,17 @@ impl Stream for SseRelay {
         match this.reader.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(chunk))),
             Poll::Ready(Some(Err(outcome))) => {
+                if this.reader.protocol() == Protocol::Passthrough {
+                    this.finish(this.status, Some(outcome));
+                    let e = std::io::Error::other(outcome.stream_detail());
+                    return Poll::Ready(Some(Err(e)));
+                }
                 let event = this.error_event(outcome);
-                this.finish(200, Some(outcome));
-                Poll::Ready(Some(Ok(event)))
+                this.finish(this.status, Some(outcome));
+                Poll::Ready(event.map(Ok))
             }
             Poll::Ready(None) => {
-                this.finish(200, None);
+                this.finish(this.status, None);
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,

@@ -267,6 +267,15 @@ impl Walk {
             );
             e.retry_after = Some(1);
             e
+        } else if records.iter().all(|r| r.status == Some(404)) {
+            // Nobody has it: the client's answer, not the proxy's failure
+            // (a 404 is not retried by SDKs; a 502 would be).
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "not_found",
+                format!("Every upstream answered 404 ({detail})."),
+            )
         } else if records.last().is_some_and(|r| r.outcome.is_timeout()) {
             ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
