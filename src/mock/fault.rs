@@ -11,7 +11,7 @@ use super::state::Flight;
 use super::Fault;
 
 /// Parses `status=503`, `status=429;retry-after=2`, `hang`, `truncate=3`,
-/// `reset=3`, `junk`, `stall=2`.
+/// `reset=3`, `junk`, `stall=2`, `error=2`, `empty`.
 pub(crate) fn parse_fault(spec: &str) -> Result<Fault, String> {
     let mut parts = spec.split(';').map(str::trim);
     let first = parts.next().unwrap_or_default();
@@ -50,6 +50,8 @@ pub(crate) fn parse_fault(spec: &str) -> Result<Fault, String> {
         "reset" => Fault::Reset { after: num(value)? },
         "stall" => Fault::Stall { after: num(value)? },
         "context_length" => Fault::ContextLength,
+        "error" => Fault::Error { after: num(value)? },
+        "empty" => Fault::Empty,
         _ => return Err(format!("unknown fault `{spec}`")),
     };
     if let Some(extra) = parts.next() {
@@ -189,6 +191,8 @@ mod tests {
         assert_eq!(ok("stall=2"), Fault::Stall { after: 2 });
         assert_eq!(parse_fault("junk"), Ok(Fault::Junk));
         assert_eq!(parse_fault("context_length"), Ok(Fault::ContextLength));
+        assert_eq!(ok("error=1"), Fault::Error { after: 1 });
+        assert_eq!(ok("empty"), Fault::Empty);
     }
 
     #[test]

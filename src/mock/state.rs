@@ -19,6 +19,9 @@ pub(crate) enum Kind {
     Inference,
     /// `GET /v1/models`.
     Models,
+    /// Stored resources (files): only an instance-wide `All` fault applies,
+    /// never `fail_rate`.
+    Resource,
 }
 
 /// Lock-free counters behind [`MockStats`].
@@ -27,6 +30,10 @@ pub(crate) struct Counters {
     pub requests: AtomicU64,
     pub chat: AtomicU64,
     pub embeddings: AtomicU64,
+    pub responses: AtomicU64,
+    pub messages: AtomicU64,
+    pub files: AtomicU64,
+    pub audio: AtomicU64,
     pub models: AtomicU64,
     pub disconnects: AtomicU64,
     pub completed: AtomicU64,
@@ -49,6 +56,8 @@ pub(crate) struct Shared {
     /// Requests each instance fault still applies to; negative = every one.
     fault_left: [AtomicI64; 3],
     last: Mutex<Option<RecordedRequest>>,
+    /// Uploaded files (`/v1/files`), oldest first, bounded.
+    pub files: Mutex<std::collections::VecDeque<StoredFile>>,
     seq: AtomicU64,
     /// Cancelled by `kill()`: the accept loop and every connection stop.
     pub shutdown: CancellationToken,
@@ -72,6 +81,7 @@ impl Shared {
             faults: Default::default(),
             fault_left: Default::default(),
             last: Mutex::new(None),
+            files: Mutex::default(),
             seq: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
         }
@@ -99,6 +109,7 @@ impl Shared {
         let narrow = match kind {
             Kind::Inference => FaultScope::Chat,
             Kind::Models => FaultScope::Models,
+            Kind::Resource => FaultScope::All,
         };
         self.take_fault(narrow)
             .or_else(|| self.take_fault(FaultScope::All))
@@ -145,11 +156,25 @@ impl Shared {
             requests: c.requests.load(Relaxed),
             chat: c.chat.load(Relaxed),
             embeddings: c.embeddings.load(Relaxed),
+            responses: c.responses.load(Relaxed),
+            messages: c.messages.load(Relaxed),
+            files: c.files.load(Relaxed),
+            audio: c.audio.load(Relaxed),
             models: c.models.load(Relaxed),
             disconnects: c.disconnects.load(Relaxed),
             completed: c.completed.load(Relaxed),
         }
     }
+}
+
+/// A file uploaded to the simulated provider.
+pub(crate) struct StoredFile {
+    /// `file-mock-N`.
+    pub id: String,
+    pub filename: String,
+    pub purpose: String,
+    pub created_at: u64,
+    pub content: Bytes,
 }
 
 /// Counts one API response as `completed` or, if dropped before
