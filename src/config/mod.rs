@@ -23,7 +23,7 @@ pub use durations::{duration, duration_opt};
 pub use policy::{
     AlertsConfig, FailoverConfig, LogConfig, LogFormat, OutlierConfig, WebSocketConfig,
 };
-pub use route::{AutoRollbackConfig, RouteConfig, SplitConfig};
+pub use route::{AutoRollbackConfig, ResumeConfig, RouteConfig, SplitConfig};
 pub use secrets::{resolve_env, EnvLookup, Secret, Secrets};
 pub use upstream::{
     AuthHeader, HealthConfig, PriceConfig, SimulateConfig, TimeoutsConfig, UpstreamConfig,

@@ -45,6 +45,9 @@ pub struct MockSettings {
     /// Shown in `system_fingerprint`, the `x-mock-name` header and the
     /// generated text, so tests can tell which instance answered.
     pub name: String,
+    /// Answer a chat whose last message is the assistant's (a prefill to
+    /// continue) with a 400, as models without prefill support do.
+    pub reject_prefill: bool,
 }
 
 impl Default for MockSettings {
@@ -64,6 +67,7 @@ impl Default for MockSettings {
             .map(String::from)
             .to_vec(),
             name: "mock".to_owned(),
+            reject_prefill: false,
         }
     }
 }

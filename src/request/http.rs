@@ -24,6 +24,7 @@ use super::plan::{plan, split_key, Plan};
 use super::protocol::{Protocol, StreamScan};
 use super::reader::StreamReader;
 use super::relay::{Answered, SseRelay};
+use super::resume::Resume;
 use crate::accounting::Transport;
 use crate::auth::ClientIdentity;
 use crate::error::ApiError;
@@ -112,10 +113,16 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         Ok(p) => p,
         Err(e) => return reject(&fin, e, &model),
     };
+    let headers = Arc::new(crate::upstream::forward_headers(&parts.headers, true));
+    let resumes = plan.snap.cfg().routes[plan.route.index()].resume.enabled;
+    let resume = (resumes && protocol == Protocol::Chat && facts.stream).then(|| {
+        let (b, s, h) = (body.clone(), suffix.clone(), headers.clone());
+        Resume::new(b, s, h, facts.include_usage)
+    });
     let call = ProxyCall {
         plan: plan.clone(),
         suffix,
-        headers: Arc::new(crate::upstream::forward_headers(&parts.headers, true)),
+        headers,
         body,
         facts,
         method: Method::POST,
@@ -125,7 +132,7 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
     // attempt on one upstream.
     let failover = tower::Layer::layer(&FailoverLayer::new(app), UpstreamService);
     let result = tower::ServiceExt::oneshot(failover, call).await;
-    answer(fin, plan, model, result)
+    answer(fin, plan, model, result, resume)
 }
 
 /// A pass-through request, answered.
@@ -137,13 +144,19 @@ async fn pass(
     body: PassBody,
 ) -> Response {
     let (plan, result) = passthrough::call(fin.app(), snap, parts, suffix, body).await;
-    answer(fin, plan, String::new(), result)
+    answer(fin, plan, String::new(), result, None)
 }
 
-fn answer(fin: Finish, plan: Plan, model: String, result: Result<Success, Failure>) -> Response {
+fn answer(
+    fin: Finish,
+    plan: Plan,
+    model: String,
+    result: Result<Success, Failure>,
+    resume: Option<Resume>,
+) -> Response {
     match result {
         Err(f) => failed(&fin, &plan, &model, f),
-        Ok(s) => served(fin, plan, model, s),
+        Ok(s) => served(fin, plan, model, s, resume),
     }
 }
 
@@ -174,7 +187,7 @@ fn failed(fin: &Finish, plan: &Plan, model: &str, f: Failure) -> Response {
     rsp
 }
 
-fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
+fn served(fin: Finish, plan: Plan, model: String, s: Success, resume: Option<Resume>) -> Response {
     let name = plan.snap.upstream(s.upstream).name.clone();
     let request_id = fin.request_id().to_owned();
     let answered = |status: StatusCode| Answered {
@@ -211,7 +224,8 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
             scan,
         } => {
             let a = answered(status);
-            let mut rsp = streamed(fin, plan, model, a, headers, (first, rest, scan));
+            let body = (first, rest, scan);
+            let mut rsp = streamed(fin, plan, model, a, headers, body, resume);
             let h = rsp.headers_mut();
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert(
@@ -227,7 +241,15 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
         } => {
             let scan = StreamScan::new(Protocol::Passthrough, false);
             let a = answered(status);
-            streamed(fin, plan, model, a, headers, (Bytes::new(), body, scan))
+            streamed(
+                fin,
+                plan,
+                model,
+                a,
+                headers,
+                (Bytes::new(), body, scan),
+                None,
+            )
         }
     };
     decorate(rsp.headers_mut(), Some(&name), s.attempts, &request_id);
@@ -243,12 +265,16 @@ fn streamed(
     a: Answered,
     headers: HeaderMap,
     (first, rest, scan): (Bytes, crate::upstream::BodyStream, StreamScan),
+    resume: Option<Resume>,
 ) -> Response {
     let timeouts = &plan.snap.upstream(a.upstream).timeouts;
     let deadline = fin.started() + timeouts.total;
     let reader = StreamReader::new(first, rest, scan, timeouts.idle, deadline);
     let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
-    let relay = SseRelay::new(reader, fin, plan, model, a);
+    let mut relay = SseRelay::new(reader, fin, plan, model, a);
+    if let Some(r) = resume {
+        relay = relay.with_resume(r);
+    }
     let mut rsp = Response::new(Body::from_stream(relay));
     *rsp.status_mut() = status;
     *rsp.headers_mut() = headers;

@@ -13,10 +13,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+use futures_util::future::BoxFuture;
+
 use super::finish::{ActiveStream, Ending, Finish};
 use super::plan::Plan;
 use super::protocol::Protocol;
 use super::reader::StreamReader;
+use super::resume::{sum_usage, Continued, Resume, Splice};
+use crate::control::Event;
+use crate::openai::Usage;
 use crate::outcome::Outcome;
 use crate::routing::UpstreamId;
 
@@ -26,6 +31,20 @@ pub struct SseRelay {
     end: Option<End>,
     /// The status given to the client (recorded at the end).
     status: u16,
+    /// Mid-stream resume, on routes that opt in.
+    resume: Option<Box<Resuming>>,
+}
+
+/// A resumable stream's state.
+struct Resuming {
+    resume: Resume,
+    /// The continuation being asked for, and why the first stream broke.
+    pending: Option<(BoxFuture<'static, Option<Continued>>, Outcome)>,
+    /// Rewrites the continuation's events, once it runs.
+    splice: Option<Splice>,
+    /// The first stream's usage, when a continuation took over.
+    first_usage: Option<Usage>,
+    tried: bool,
 }
 
 /// Who answered the stream, as the walk found it.
@@ -68,20 +87,49 @@ impl SseRelay {
             reader,
             end: Some(end),
             status: s.status,
+            resume: None,
         }
+    }
+
+    /// Lets another upstream continue the stream if it breaks (`routes[].resume`).
+    pub fn with_resume(mut self, resume: Resume) -> Self {
+        self.resume = Some(Box::new(Resuming {
+            resume,
+            pending: None,
+            splice: None,
+            first_usage: None,
+            tried: false,
+        }));
+        self
     }
 
     /// Records the end (once); `status` 499 when the client left first.
     fn finish(&mut self, status: u16, broke: Option<Outcome>) {
         if let Some(e) = self.end.take() {
+            let first = self.resume.as_ref().and_then(|r| r.first_usage);
             let ending = Ending {
                 status,
                 upstream: Some(e.upstream),
                 attempts: e.attempts,
                 ttft: Some(e.ttfb),
-                usage: self.reader.usage(),
+                usage: sum_usage(first, self.reader.usage()),
                 broke,
             };
+            if let Some(r) = self.resume.as_ref().filter(|r| r.tried) {
+                let outcome = match (r.splice.is_some(), broke) {
+                    (false, _) => "unavailable",
+                    (true, None) => "resumed",
+                    (true, Some(_)) => "failed",
+                };
+                if status != 499 || r.splice.is_some() {
+                    e.fin
+                        .app()
+                        .metrics
+                        .stream_resumes
+                        .with_label_values(&[e.plan.route_name(), outcome])
+                        .inc();
+                }
+            }
             e.fin.record(Some(&e.plan), &e.model, ending);
         }
     }
@@ -105,31 +153,131 @@ impl SseRelay {
     }
 }
 
+impl SseRelay {
+    /// The stream broke with `outcome`: start a continuation when this route
+    /// resumes and the stream can be continued; true when one was started.
+    fn try_resume(&mut self, outcome: Outcome) -> bool {
+        let mid_event = self.reader.mid_event();
+        let (Some(r), Some(e)) = (self.resume.as_mut(), self.end.as_ref()) else {
+            return false;
+        };
+        if r.tried || !r.resume.resumable(outcome, mid_event) {
+            return false;
+        }
+        r.tried = true;
+        // The broken upstream failed live traffic: health hears of it now.
+        e.fin.app().control.report(Event::Outcome {
+            upstream: e.upstream,
+            route: e.plan.route,
+            outcome,
+            retry_after: None,
+            ttfb: None,
+            in_split: e.plan.in_split,
+        });
+        tracing::info!(
+            request_id = e.fin.request_id(),
+            upstream = %e.plan.snap.upstream(e.upstream).name,
+            reason = outcome.label(),
+            "stream broke: asking the next prefill upstream to continue it"
+        );
+        let fut = r.resume.continuation(e.plan.clone(), e.upstream);
+        r.pending = Some((Box::pin(fut), outcome));
+        true
+    }
+
+    /// Polls the continuation being asked for: `Ready(Some(item))` ends the
+    /// stream with its error event (nobody could continue), `Ready(None)`
+    /// means go on reading (the continuation's reader is in place).
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Option<Option<Bytes>>> {
+        let Some(r) = self.resume.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let Some((fut, outcome)) = r.pending.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let outcome = *outcome;
+        let Poll::Ready(continued) = fut.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        r.pending = None;
+        match continued {
+            Some(c) => {
+                r.first_usage = self.reader.usage();
+                r.splice = Some(c.splice);
+                // The broken stream's connection closes here.
+                self.reader = c.reader;
+                if let Some(e) = self.end.as_mut() {
+                    e.upstream = c.upstream;
+                    e.attempts += 1;
+                }
+                Poll::Ready(None)
+            }
+            None => {
+                let event = self.error_event(outcome);
+                self.finish(self.status, Some(outcome));
+                Poll::Ready(Some(event))
+            }
+        }
+    }
+
+    /// A continuation's chunk, rewritten; `None` when it is not spliced.
+    fn spliced(&mut self, chunk: &[u8]) -> Option<Result<Bytes, Outcome>> {
+        let r = self.resume.as_mut()?;
+        match r.splice.as_mut() {
+            Some(s) => Some(s.feed(chunk)),
+            None => {
+                r.resume.observe(chunk);
+                None
+            }
+        }
+    }
+
+    /// The stream broke with `outcome` (and no continuation takes over).
+    fn broke(&mut self, outcome: Outcome) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        if self.reader.protocol() == Protocol::Passthrough {
+            self.finish(self.status, Some(outcome));
+            let e = std::io::Error::other(outcome.stream_detail());
+            return Poll::Ready(Some(Err(e)));
+        }
+        let event = self.error_event(outcome);
+        self.finish(self.status, Some(outcome));
+        Poll::Ready(event.map(Ok))
+    }
+}
+
 impl Stream for SseRelay {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.end.is_none() {
-            return Poll::Ready(None);
-        }
-        match this.reader.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(chunk))),
-            Poll::Ready(Some(Err(outcome))) => {
-                if this.reader.protocol() == Protocol::Passthrough {
-                    this.finish(this.status, Some(outcome));
-                    let e = std::io::Error::other(outcome.stream_detail());
-                    return Poll::Ready(Some(Err(e)));
+        loop {
+            if this.end.is_none() {
+                return Poll::Ready(None);
+            }
+            match this.poll_pending(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(event)) => return Poll::Ready(event.map(Ok)),
+                Poll::Ready(None) => {}
+            }
+            match this.reader.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(chunk))) => match this.spliced(&chunk) {
+                    None => return Poll::Ready(Some(Ok(chunk))),
+                    Some(Ok(out)) if out.is_empty() => continue,
+                    Some(Ok(out)) => return Poll::Ready(Some(Ok(out))),
+                    Some(Err(outcome)) => return this.broke(outcome),
+                },
+                Poll::Ready(Some(Err(outcome))) => {
+                    if this.try_resume(outcome) {
+                        continue;
+                    }
+                    return this.broke(outcome);
                 }
-                let event = this.error_event(outcome);
-                this.finish(this.status, Some(outcome));
-                Poll::Ready(event.map(Ok))
+                Poll::Ready(None) => {
+                    this.finish(this.status, None);
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Ready(None) => {
-                this.finish(this.status, None);
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
         }
     }
 }
