@@ -217,3 +217,45 @@ async fn the_first_token_limit_runs_once_from_the_attempts_start() {
     assert!(body.contains("[DONE]"), "{body}");
     println!("late headers then late first event: served by b after {took:?}");
 }
+
+#[tokio::test]
+async fn a_complete_chat_stream_without_done_ends_cleanly_and_is_no_failure() {
+    let (a, b) = pair().await;
+    let h = start(&pair_config(&a, &b, "{}", "")).await;
+    // Every event of the answer (content, the finish_reason chunk, the usage
+    // chunk), then the body ends: no `data: [DONE]`, as some relays do.
+    for _ in 0..12 {
+        let rsp = h
+            .http
+            .post(format!("{}/v1/chat/completions", h.url))
+            .header("x-mock-fault", "truncate=999")
+            .json(&serde_json::json!({
+                "model": "gpt-4.1", "stream": true, "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "hi"}]
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served_by(&rsp), ("a".into(), 1));
+        let body = rsp.text().await.unwrap();
+        assert!(!body.contains("[DONE]"), "{body}");
+        assert!(
+            !body.contains("\"error\""),
+            "no error event appended: {body}"
+        );
+        assert!(body.contains("\"finish_reason\":\"stop\""), "{body}");
+    }
+    let m = h.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "turnout_stream_errors_total", &[]),
+        0.0,
+        "{m}"
+    );
+    let ok = ["route=\"chat\"", "upstream=\"a\"", "code=\"200\""];
+    assert_eq!(metric_sum(&m, "turnout_requests_total", &ok), 12.0);
+    let tokens = metric_sum(&m, "turnout_tokens_total", &["upstream=\"a\""]);
+    assert!(tokens > 0.0, "usage counted: {m}");
+    let status = h.status().await;
+    assert_eq!(status["upstreams"][0]["state"], "healthy", "{status}");
+    assert_eq!(b.stats().chat, 0);
+}
