@@ -124,8 +124,10 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
     // 6 failover (walks the chain; the one layer that retries) · leaf: one
     // attempt on one upstream.
     let failover = tower::Layer::layer(&FailoverLayer::new(app), UpstreamService);
-    let result = tower::ServiceExt::oneshot(failover, call).await;
-    answer(fin, plan, model, result)
+    match tower::ServiceExt::oneshot(failover, call).await {
+        Err(f) => failed(&fin, &plan, &model, f),
+        Ok(s) => served(fin, plan, model, s, false),
+    }
 }
 
 /// A pass-through request, answered.
@@ -136,14 +138,11 @@ async fn pass(
     suffix: Arc<str>,
     body: PassBody,
 ) -> Response {
+    let head = parts.method == Method::HEAD;
     let (plan, result) = passthrough::call(fin.app(), snap, parts, suffix, body).await;
-    answer(fin, plan, String::new(), result)
-}
-
-fn answer(fin: Finish, plan: Plan, model: String, result: Result<Success, Failure>) -> Response {
     match result {
-        Err(f) => failed(&fin, &plan, &model, f),
-        Ok(s) => served(fin, plan, model, s),
+        Err(f) => failed(&fin, &plan, "", f),
+        Ok(s) => served(fin, plan, String::new(), s, head),
     }
 }
 
@@ -174,7 +173,8 @@ fn failed(fin: &Finish, plan: &Plan, model: &str, f: Failure) -> Response {
     rsp
 }
 
-fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
+/// `head`: the answer to a HEAD request (a head without a body).
+fn served(fin: Finish, plan: Plan, model: String, s: Success, head: bool) -> Response {
     let name = plan.snap.upstream(s.upstream).name.clone();
     let request_id = fin.request_id().to_owned();
     let answered = |status: StatusCode| Answered {
@@ -211,7 +211,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
             scan,
         } => {
             let a = answered(status);
-            let mut rsp = streamed(fin, plan, model, a, headers, (first, rest, scan));
+            let mut rsp = streamed(fin, plan, model, a, headers, (first, rest, scan), None);
             let h = rsp.headers_mut();
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert(
@@ -227,7 +227,23 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
         } => {
             let scan = StreamScan::new(Protocol::Passthrough, false);
             let a = answered(status);
-            streamed(fin, plan, model, a, headers, (Bytes::new(), body, scan))
+            let length =
+                if head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+                    Some(0)
+                } else {
+                    headers
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                };
+            streamed(
+                fin,
+                plan,
+                model,
+                a,
+                headers,
+                (Bytes::new(), body, scan),
+                length,
+            )
         }
     };
     decorate(rsp.headers_mut(), Some(&name), s.attempts, &request_id);
@@ -243,12 +259,13 @@ fn streamed(
     a: Answered,
     headers: HeaderMap,
     (first, rest, scan): (Bytes, crate::upstream::BodyStream, StreamScan),
+    length: Option<u64>,
 ) -> Response {
     let timeouts = &plan.snap.upstream(a.upstream).timeouts;
     let deadline = fin.started() + timeouts.total;
     let reader = StreamReader::new(first, rest, scan, timeouts.idle, deadline);
     let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
-    let relay = SseRelay::new(reader, fin, plan, model, a);
+    let relay = SseRelay::new(reader, fin, plan, model, a, length);
     let mut rsp = Response::new(Body::from_stream(relay));
     *rsp.status_mut() = status;
     *rsp.headers_mut() = headers;
@@ -309,17 +326,16 @@ async fn read_form(body: Body, limit: usize, boundary: &str) -> Result<Form, Api
             Ok(Some(Err(_))) => return Err(unreadable_body()),
             Ok(Some(Ok(c))) => c,
         };
-        if buf.len() + chunk.len() > limit {
+        buf.extend_from_slice(&chunk);
+        scan.scan(&buf);
+        if buf.len() > limit {
             if scan.model.is_some() {
                 return Err(ApiError::too_large(limit));
             }
-            buf.extend_from_slice(&chunk);
             let head = futures_util::stream::once(async move { Ok(buf.freeze()) });
             let body = Body::from_stream(head.chain(stream));
             return Ok(Form::Pass(PassBody::Stream(body)));
         }
-        buf.extend_from_slice(&chunk);
-        scan.scan(&buf);
     }
     let body = buf.freeze();
     Ok(match scan.model {

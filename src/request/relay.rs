@@ -26,6 +26,10 @@ pub struct SseRelay {
     end: Option<End>,
     /// The status given to the client (recorded at the end).
     status: u16,
+    /// Bytes still to come when the length is known (a pass-through with
+    /// `content-length`): the server stops polling once they are sent, so
+    /// the end is recorded when the last one goes out.
+    remaining: Option<u64>,
 }
 
 /// Who answered the stream, as the walk found it.
@@ -53,8 +57,16 @@ struct End {
 }
 
 impl SseRelay {
-    /// Relays `reader` for the request that `fin` finishes.
-    pub fn new(reader: StreamReader, fin: Finish, plan: Plan, model: String, s: Answered) -> Self {
+    /// Relays `reader` for the request that `fin` finishes; `length`: the
+    /// body's declared length (0 for an answer to HEAD), if known.
+    pub fn new(
+        reader: StreamReader,
+        fin: Finish,
+        plan: Plan,
+        model: String,
+        s: Answered,
+        length: Option<u64>,
+    ) -> Self {
         let end = End {
             _active: fin.stream_opened(),
             fin,
@@ -64,11 +76,16 @@ impl SseRelay {
             attempts: s.attempts,
             ttfb: s.ttfb,
         };
-        Self {
+        let mut relay = Self {
             reader,
             end: Some(end),
             status: s.status,
+            remaining: length,
+        };
+        if length == Some(0) {
+            relay.finish(s.status, None);
         }
+        relay
     }
 
     /// Records the end (once); `status` 499 when the client left first.
@@ -114,7 +131,15 @@ impl Stream for SseRelay {
             return Poll::Ready(None);
         }
         match this.reader.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(chunk))),
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(left) = this.remaining.as_mut() {
+                    *left = left.saturating_sub(chunk.len() as u64);
+                    if *left == 0 {
+                        this.finish(this.status, None);
+                    }
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
             Poll::Ready(Some(Err(outcome))) => {
                 if this.reader.protocol() == Protocol::Passthrough {
                     this.finish(this.status, Some(outcome));
