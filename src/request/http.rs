@@ -131,8 +131,19 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
     // 6 failover (walks the chain; the one layer that retries) · leaf: one
     // attempt on one upstream.
     let failover = tower::Layer::layer(&FailoverLayer::new(app), UpstreamService);
-    let result = tower::ServiceExt::oneshot(failover, call).await;
-    answer(fin, plan, model, result, resume)
+    match tower::ServiceExt::oneshot(failover, call).await {
+        Err(f) => failed(&fin, &plan, &model, f),
+        Ok(s) => served(
+            fin,
+            plan,
+            model,
+            s,
+            Tail {
+                head: false,
+                resume,
+            },
+        ),
+    }
 }
 
 /// A pass-through request, answered.
@@ -143,20 +154,11 @@ async fn pass(
     suffix: Arc<str>,
     body: PassBody,
 ) -> Response {
+    let head = parts.method == Method::HEAD;
     let (plan, result) = passthrough::call(fin.app(), snap, parts, suffix, body).await;
-    answer(fin, plan, String::new(), result, None)
-}
-
-fn answer(
-    fin: Finish,
-    plan: Plan,
-    model: String,
-    result: Result<Success, Failure>,
-    resume: Option<Resume>,
-) -> Response {
     match result {
-        Err(f) => failed(&fin, &plan, &model, f),
-        Ok(s) => served(fin, plan, model, s, resume),
+        Err(f) => failed(&fin, &plan, "", f),
+        Ok(s) => served(fin, plan, String::new(), s, Tail { head, resume: None }),
     }
 }
 
@@ -187,7 +189,16 @@ fn failed(fin: &Finish, plan: &Plan, model: &str, f: Failure) -> Response {
     rsp
 }
 
-fn served(fin: Finish, plan: Plan, model: String, s: Success, resume: Option<Resume>) -> Response {
+/// What the answer's body depends on beyond the walk's result.
+struct Tail {
+    /// The answer to a HEAD request (a head without a body).
+    head: bool,
+    /// Mid-stream resume, when the route resumes this stream.
+    resume: Option<Resume>,
+}
+
+fn served(fin: Finish, plan: Plan, model: String, s: Success, tail: Tail) -> Response {
+    let Tail { head, resume } = tail;
     let name = plan.snap.upstream(s.upstream).name.clone();
     let request_id = fin.request_id().to_owned();
     let answered = |status: StatusCode| Answered {
@@ -225,7 +236,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, resume: Option<Res
         } => {
             let a = answered(status);
             let body = (first, rest, scan);
-            let mut rsp = streamed(fin, plan, model, a, headers, body, resume);
+            let mut rsp = streamed(fin, plan, model, a, headers, body, (None, resume));
             let h = rsp.headers_mut();
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert(
@@ -241,6 +252,14 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, resume: Option<Res
         } => {
             let scan = StreamScan::new(Protocol::Passthrough, false);
             let a = answered(status);
+            let length =
+                if head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+                    Some(0)
+                } else {
+                    headers
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                };
             streamed(
                 fin,
                 plan,
@@ -248,7 +267,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, resume: Option<Res
                 a,
                 headers,
                 (Bytes::new(), body, scan),
-                None,
+                (length, None),
             )
         }
     };
@@ -265,13 +284,13 @@ fn streamed(
     a: Answered,
     headers: HeaderMap,
     (first, rest, scan): (Bytes, crate::upstream::BodyStream, StreamScan),
-    resume: Option<Resume>,
+    (length, resume): (Option<u64>, Option<Resume>),
 ) -> Response {
     let timeouts = &plan.snap.upstream(a.upstream).timeouts;
     let deadline = fin.started() + timeouts.total;
     let reader = StreamReader::new(first, rest, scan, timeouts.idle, deadline);
     let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
-    let mut relay = SseRelay::new(reader, fin, plan, model, a);
+    let mut relay = SseRelay::new(reader, fin, plan, model, a, length);
     if let Some(r) = resume {
         relay = relay.with_resume(r);
     }
@@ -335,17 +354,16 @@ async fn read_form(body: Body, limit: usize, boundary: &str) -> Result<Form, Api
             Ok(Some(Err(_))) => return Err(unreadable_body()),
             Ok(Some(Ok(c))) => c,
         };
-        if buf.len() + chunk.len() > limit {
+        buf.extend_from_slice(&chunk);
+        scan.scan(&buf);
+        if buf.len() > limit {
             if scan.model.is_some() {
                 return Err(ApiError::too_large(limit));
             }
-            buf.extend_from_slice(&chunk);
             let head = futures_util::stream::once(async move { Ok(buf.freeze()) });
             let body = Body::from_stream(head.chain(stream));
             return Ok(Form::Pass(PassBody::Stream(body)));
         }
-        buf.extend_from_slice(&chunk);
-        scan.scan(&buf);
     }
     let body = buf.freeze();
     Ok(match scan.model {

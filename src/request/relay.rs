@@ -3,17 +3,17 @@
 //! one error event in the protocol's own shape (PRODUCT.md §3.7) and no clean
 //! end; an upstream's own in-band error event is already the last thing sent.
 //! A pass-through body that breaks is aborted instead (its bytes are not ours
-//! to add to). Its end (clean, broken, or the client gone) is recorded once,
-//! by [`Finish`].
+//! to add to). On a route with `resume`, a chat stream that breaks is first
+//! offered to another upstream to finish ([`super::resume`]). Its end
+//! (clean, broken, or the client gone) is recorded once, by [`Finish`].
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-
 use futures_util::future::BoxFuture;
+use futures_util::{Stream, StreamExt};
 
 use super::finish::{ActiveStream, Ending, Finish};
 use super::plan::Plan;
@@ -31,6 +31,10 @@ pub struct SseRelay {
     end: Option<End>,
     /// The status given to the client (recorded at the end).
     status: u16,
+    /// Bytes still to come when the length is known (a pass-through with
+    /// `content-length`): the server stops polling once they are sent, so
+    /// the end is recorded when the last one goes out.
+    remaining: Option<u64>,
     /// Mid-stream resume, on routes that opt in.
     resume: Option<Box<Resuming>>,
 }
@@ -72,8 +76,16 @@ struct End {
 }
 
 impl SseRelay {
-    /// Relays `reader` for the request that `fin` finishes.
-    pub fn new(reader: StreamReader, fin: Finish, plan: Plan, model: String, s: Answered) -> Self {
+    /// Relays `reader` for the request that `fin` finishes; `length`: the
+    /// body's declared length (0 for an answer to HEAD), if known.
+    pub fn new(
+        reader: StreamReader,
+        fin: Finish,
+        plan: Plan,
+        model: String,
+        s: Answered,
+        length: Option<u64>,
+    ) -> Self {
         let end = End {
             _active: fin.stream_opened(),
             fin,
@@ -83,12 +95,17 @@ impl SseRelay {
             attempts: s.attempts,
             ttfb: s.ttfb,
         };
-        Self {
+        let mut relay = Self {
             reader,
             end: Some(end),
             status: s.status,
+            remaining: length,
             resume: None,
+        };
+        if length == Some(0) {
+            relay.finish(s.status, None);
         }
+        relay
     }
 
     /// Lets another upstream continue the stream if it breaks (`routes[].resume`).
@@ -243,6 +260,17 @@ impl SseRelay {
         self.finish(self.status, Some(outcome));
         Poll::Ready(event.map(Ok))
     }
+
+    /// A chunk as it goes out: counted against a known length.
+    fn sent(&mut self, chunk: Bytes) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        if let Some(left) = self.remaining.as_mut() {
+            *left = left.saturating_sub(chunk.len() as u64);
+            if *left == 0 {
+                self.finish(self.status, None);
+            }
+        }
+        Poll::Ready(Some(Ok(chunk)))
+    }
 }
 
 impl Stream for SseRelay {
@@ -261,9 +289,9 @@ impl Stream for SseRelay {
             }
             match this.reader.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => match this.spliced(&chunk) {
-                    None => return Poll::Ready(Some(Ok(chunk))),
+                    None => return this.sent(chunk),
                     Some(Ok(out)) if out.is_empty() => continue,
-                    Some(Ok(out)) => return Poll::Ready(Some(Ok(out))),
+                    Some(Ok(out)) => return this.sent(out),
                     Some(Err(outcome)) => return this.broke(outcome),
                 },
                 Poll::Ready(Some(Err(outcome))) => {
