@@ -177,3 +177,68 @@ async fn with_resume_off_nothing_changes() {
     let m = h.metrics().await;
     assert_eq!(metric_sum(&m, "turnout_stream_resumes_total", &[]), 0.0);
 }
+
+const MESSAGES: &str = r#"{"model":"claude-sonnet-4.5","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+
+/// Text of a Messages stream's text deltas.
+fn messages_text(body: &str) -> String {
+    events(body)
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .filter_map(|e| e.pointer("/delta/text")?.as_str())
+        .collect()
+}
+
+async fn direct_messages(m: &MockServer, body: &str) -> String {
+    let mut rsp = reqwest::Client::new()
+        .post(format!("{}/messages", m.base_url()))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = rsp.chunk().await {
+        out.extend_from_slice(&chunk);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_cut_messages_stream_is_finished_in_the_same_text_block() {
+    let (h, a, b) = setup(true, false, true).await;
+    // message_start, content_block_start, ping, then two text deltas.
+    a.set_fault(FaultScope::Chat, Some(Fault::Reset { after: 5 }));
+    let rsp = h.post("/v1/messages", MESSAGES).await;
+    assert_eq!(rsp.status(), 200);
+    let body = rsp.text().await.unwrap();
+    let got = events(&body);
+    let kinds: Vec<&str> = got.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "message_start").count(),
+        1,
+        "{body}"
+    );
+    assert_eq!(kinds.last(), Some(&"message_stop"), "{body}");
+    assert!(!kinds.contains(&"error"), "{body}");
+    let starts = got
+        .iter()
+        .filter(|e| e["type"] == "content_block_start")
+        .count();
+    assert_eq!(starts, 1, "one text block: {body}");
+    assert!(
+        got.iter().filter_map(|e| e.get("index")).all(|i| i == 0),
+        "every block event at index 0: {body}"
+    );
+    let from_a = messages_text(&direct_messages(&a, MESSAGES).await);
+    assert!(!from_a.is_empty());
+    let prefilled = serde_json::json!({
+        "model": "claude-sonnet-4.5", "stream": true, "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": from_a}],
+    });
+    let from_b = messages_text(&direct_messages(&b, &prefilled.to_string()).await);
+    assert_eq!(messages_text(&body), format!("{from_a}{from_b}"), "{body}");
+    let m = h.metrics().await;
+    let resumed = metric_sum(&m, "turnout_stream_resumes_total", &["outcome=\"resumed\""]);
+    assert_eq!(resumed, 1.0, "{m}");
+}

@@ -245,10 +245,16 @@ async fn responses(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -> Re
 
 async fn messages(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -> Response {
     s.counters.messages.fetch_add(1, Relaxed);
-    let (flight, ov, req) = match begin::<ProtocolRequest>(&s, "/v1/messages", &h, &raw).await {
+    let (mut flight, ov, req) = match begin::<ProtocolRequest>(&s, "/v1/messages", &h, &raw).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
+    let prefill = req.messages.last().is_some_and(|m| m.role == "assistant");
+    if prefill && s.settings.reject_prefill {
+        flight.finish();
+        let msg = "mock: this model cannot continue a trailing assistant message";
+        return error_response(StatusCode::BAD_REQUEST, msg);
+    }
     let chars = req
         .messages
         .iter()

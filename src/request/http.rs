@@ -115,10 +115,12 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
     };
     let headers = Arc::new(crate::upstream::forward_headers(&parts.headers, true));
     let resumes = plan.snap.cfg().routes[plan.route.index()].resume.enabled;
-    let resume = (resumes && protocol == Protocol::Chat && facts.stream).then(|| {
+    let resume = if resumes && facts.stream {
         let (b, s, h) = (body.clone(), suffix.clone(), headers.clone());
-        Resume::new(b, s, h, facts.include_usage)
-    });
+        Resume::new(protocol, b, s, h, facts.include_usage)
+    } else {
+        None
+    };
     let call = ProxyCall {
         plan: plan.clone(),
         suffix,

@@ -1,10 +1,12 @@
 //! Mid-stream resume (PRODUCT.md §4, opt-in per route with `resume.enabled`):
-//! a chat stream that breaks after its commit point is continued by the next
-//! upstream of the chain that declares `prefill: true`. The text the client
-//! already has is sent to it as a trailing assistant turn, and its
-//! continuation is spliced into the same stream: chunk ids, `created` and
-//! `model` rewritten to what the client already saw, its role-only opening
-//! dropped, so the client reads one answer.
+//! a chat completions or Anthropic Messages stream that breaks after its
+//! commit point is continued by the next upstream of the chain that declares
+//! `prefill: true`. The text the client already has is sent to it as a
+//! trailing assistant turn, and its continuation is spliced into the same
+//! stream so the client reads one answer: for chat, chunk ids, `created` and
+//! `model` rewritten to what the client already saw and its role-only opening
+//! dropped; for Messages, its `message_start` dropped, its first text block
+//! merged into the block the client has open, block indexes renumbered.
 //!
 //! Only text answers resume: a stream with a tool call, one that already
 //! gave a `finish_reason`, one that broke inside an event (its half event
@@ -40,6 +42,7 @@ const MAX_EVENT: usize = 1024 * 1024;
 /// What a resumable request needs: its own body and headers to ask again,
 /// and what its client has been sent so far.
 pub struct Resume {
+    protocol: Protocol,
     body: Bytes,
     suffix: Arc<str>,
     headers: Arc<HeaderMap>,
@@ -57,6 +60,38 @@ struct Transcript {
     created: Option<u64>,
     /// A tool call, a `finish_reason`, or more text than [`MAX_TEXT`]: not resumable.
     closed: bool,
+    /// Messages: the text block the client has open, and the next free index.
+    open_block: Option<u64>,
+    next_block: u64,
+}
+
+/// The fields of a Messages event that resume reads.
+#[derive(Deserialize)]
+struct MessagesEvent<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: &'a str,
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow, default)]
+    content_block: Option<Typed<'a>>,
+    #[serde(borrow, default)]
+    delta: Option<MessagesDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Typed<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: &'a str,
+}
+
+#[derive(Deserialize)]
+struct MessagesDelta<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<&'a str>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(borrow, default)]
+    stop_reason: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -90,11 +125,14 @@ struct Delta<'a> {
 }
 
 impl Transcript {
-    fn event(&mut self, ev: &Event<'_>) {
+    fn event(&mut self, protocol: Protocol, ev: &Event<'_>) {
         if !ev.whole() {
             // Too long to read: its text is unknown, so it cannot be replayed.
             self.closed = true;
             return;
+        }
+        if protocol == Protocol::Messages {
+            return self.messages_event(ev);
         }
         let Ok(c) = serde_json::from_slice::<Chunk<'_>>(&ev.data) else {
             return;
@@ -118,6 +156,46 @@ impl Transcript {
                 }
             }
         }
+        self.bound();
+    }
+
+    /// Anthropic Messages: text deltas of text blocks; any other block (a
+    /// tool call, thinking) or a `stop_reason` closes the transcript.
+    fn messages_event(&mut self, ev: &Event<'_>) {
+        let Ok(m) = serde_json::from_slice::<MessagesEvent<'_>>(&ev.data) else {
+            return;
+        };
+        match m.kind {
+            "content_block_start" => {
+                let index = m.index.unwrap_or(self.next_block);
+                self.next_block = self.next_block.max(index + 1);
+                if m.content_block.is_some_and(|b| b.kind == "text") {
+                    self.open_block = Some(index);
+                } else {
+                    self.closed = true;
+                }
+            }
+            "content_block_delta" => match m.delta {
+                Some(MessagesDelta {
+                    kind: Some("text_delta"),
+                    text: Some(t),
+                    ..
+                }) => self.text.push_str(&t),
+                _ => self.closed = true,
+            },
+            "content_block_stop" => self.open_block = None,
+            "message_delta" => {
+                let stop = m.delta.and_then(|d| d.stop_reason);
+                if stop.is_some_and(|r| r.get() != "null") {
+                    self.closed = true;
+                }
+            }
+            _ => {}
+        }
+        self.bound();
+    }
+
+    fn bound(&mut self) {
         if self.text.len() > MAX_TEXT {
             self.closed = true;
             self.text = String::new();
@@ -126,15 +204,26 @@ impl Transcript {
 }
 
 impl Resume {
-    /// For a streamed chat request on a route with `resume.enabled`.
-    pub fn new(body: Bytes, suffix: Arc<str>, headers: Arc<HeaderMap>, want_usage: bool) -> Self {
-        Self {
+    /// For a streamed chat or Messages request on a route with
+    /// `resume.enabled`; `None` for another protocol.
+    pub fn new(
+        protocol: Protocol,
+        body: Bytes,
+        suffix: Arc<str>,
+        headers: Arc<HeaderMap>,
+        want_usage: bool,
+    ) -> Option<Self> {
+        if !matches!(protocol, Protocol::Chat | Protocol::Messages) {
+            return None;
+        }
+        Some(Self {
+            protocol,
             body,
             suffix,
             headers,
             want_usage,
             seen: Transcript::default(),
-        }
+        })
     }
 
     /// Reads a chunk the client is sent.
@@ -142,10 +231,10 @@ impl Resume {
         if self.seen.closed {
             return;
         }
-        let seen = &mut self.seen;
+        let (seen, protocol) = (&mut self.seen, self.protocol);
         let mut framer = std::mem::take(&mut seen.framer);
         framer.feed(chunk, &mut |ev| {
-            seen.event(ev);
+            seen.event(protocol, ev);
             false
         });
         seen.framer = framer;
@@ -158,7 +247,7 @@ impl Resume {
             outcome,
             Outcome::Reset | Outcome::IdleTimeout | Outcome::EofWithoutDone
         );
-        broke && !mid_event && !self.seen.closed && !self.seen.text.is_empty()
+        broke && !mid_event && !self.seen.closed
     }
 
     /// Asks the next upstream of the chain after `failed` that declares
@@ -173,11 +262,16 @@ impl Resume {
         let body = self.prefilled_body();
         let (suffix, headers, want_usage) =
             (self.suffix.clone(), self.headers.clone(), self.want_usage);
+        let protocol = self.protocol;
         let splice = Splice {
+            protocol,
             buf: BytesMut::new(),
             id: self.seen.id.clone(),
             model: self.seen.model.clone(),
             created: self.seen.created,
+            blocks: Vec::new(),
+            merge_into: self.seen.open_block,
+            next_block: self.seen.next_block,
         };
         async move {
             let up = next_prefill(&plan, failed)?;
@@ -197,7 +291,7 @@ impl Resume {
                 form: false,
                 stream: true,
                 method: Method::POST,
-                protocol: Protocol::Chat,
+                protocol,
                 want_usage,
             };
             let started = Instant::now();
@@ -225,7 +319,11 @@ impl Resume {
         let Some(Value::Array(messages)) = body.get_mut("messages") else {
             return None;
         };
-        messages.push(serde_json::json!({"role": "assistant", "content": self.seen.text}));
+        // Nothing said yet (a Messages stream commits at its block's start):
+        // the continuation is the whole answer.
+        if !self.seen.text.is_empty() {
+            messages.push(serde_json::json!({"role": "assistant", "content": self.seen.text}));
+        }
         body.insert("stream".into(), Value::Bool(true));
         serde_json::to_vec(&body).ok().map(Bytes::from)
     }
@@ -258,10 +356,17 @@ pub struct Continued {
 /// the first stream's chunk `id`, `created` and `model`; role-only chunks
 /// dropped. `[DONE]` and anything that is not a chunk pass unchanged.
 pub struct Splice {
+    protocol: Protocol,
     buf: BytesMut,
     id: Option<String>,
     model: Option<String>,
     created: Option<u64>,
+    /// Messages: the continuation's block index → the client's.
+    blocks: Vec<(u64, u64)>,
+    /// Messages: the client's open text block, which the continuation's
+    /// first text block continues.
+    merge_into: Option<u64>,
+    next_block: u64,
 }
 
 impl Splice {
@@ -281,39 +386,97 @@ impl Splice {
         Ok(out.freeze())
     }
 
-    fn rewrite(&self, ev: &[u8], out: &mut BytesMut) {
-        let data = ev
-            .split(|&b| b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .find_map(|l| l.strip_prefix(b"data:"))
-            .map(<[u8]>::trim_ascii);
+    fn rewrite(&mut self, ev: &[u8], out: &mut BytesMut) {
+        let mut name = None;
+        let mut data = None;
+        for line in ev.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(v) = line.strip_prefix(b"data:") {
+                data = Some(v.trim_ascii());
+            } else if let Some(v) = line.strip_prefix(b"event:") {
+                name = Some(v.trim_ascii());
+            }
+        }
         let Some(data) = data else {
             return; // comments and keep-alives are not the client's
         };
-        let Ok(Value::Object(mut chunk)) = serde_json::from_slice::<Value>(data) else {
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(data);
-            out.extend_from_slice(b"\n\n");
+        let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(data) else {
+            push_event(out, name, data);
             return;
         };
-        if chunk.contains_key("choices") {
-            if role_only(&chunk) {
-                return;
-            }
-            if let Some(id) = &self.id {
-                chunk.insert("id".into(), Value::String(id.clone()));
-            }
-            if let Some(m) = &self.model {
-                chunk.insert("model".into(), Value::String(m.clone()));
-            }
-            if let Some(c) = self.created {
-                chunk.insert("created".into(), Value::from(c));
-            }
+        let keep = match self.protocol {
+            Protocol::Messages => self.messages(&mut obj),
+            _ => self.chat(&mut obj),
+        };
+        if keep {
+            push_event(out, name, Value::Object(obj).to_string().as_bytes());
         }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(Value::Object(chunk).to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
     }
+
+    /// A chat chunk as the first stream's; false to drop it.
+    fn chat(&self, chunk: &mut Map<String, Value>) -> bool {
+        if !chunk.contains_key("choices") {
+            return true;
+        }
+        if role_only(chunk) {
+            return false;
+        }
+        if let Some(id) = &self.id {
+            chunk.insert("id".into(), Value::String(id.clone()));
+        }
+        if let Some(m) = &self.model {
+            chunk.insert("model".into(), Value::String(m.clone()));
+        }
+        if let Some(c) = self.created {
+            chunk.insert("created".into(), Value::from(c));
+        }
+        true
+    }
+
+    /// A Messages event in the client's numbering; false to drop it.
+    fn messages(&mut self, ev: &mut Map<String, Value>) -> bool {
+        let kind = ev.get("type").and_then(Value::as_str).unwrap_or("");
+        let index = ev.get("index").and_then(Value::as_u64);
+        match (kind, index) {
+            // The client has its message already.
+            ("message_start", _) => false,
+            ("content_block_start", Some(i)) => {
+                let block = ev.get("content_block").and_then(|b| b.get("type"));
+                let text = block.and_then(Value::as_str) == Some("text");
+                match self.merge_into.take() {
+                    Some(open) if text => {
+                        self.blocks.push((i, open));
+                        false
+                    }
+                    _ => {
+                        let mine = self.next_block;
+                        self.next_block += 1;
+                        self.blocks.push((i, mine));
+                        ev.insert("index".into(), Value::from(mine));
+                        true
+                    }
+                }
+            }
+            (_, Some(i)) => {
+                if let Some(&(_, mine)) = self.blocks.iter().find(|(theirs, _)| *theirs == i) {
+                    ev.insert("index".into(), Value::from(mine));
+                }
+                true
+            }
+            _ => true,
+        }
+    }
+}
+
+fn push_event(out: &mut BytesMut, name: Option<&[u8]>, data: &[u8]) {
+    if let Some(n) = name {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(n);
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
 }
 
 /// A chunk that only opens the assistant's turn (the client already has it).
@@ -354,7 +517,14 @@ mod tests {
         let body = Bytes::from_static(
             br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
         );
-        Resume::new(body, "/chat/completions".into(), Arc::default(), false)
+        Resume::new(
+            Protocol::Chat,
+            body,
+            "/chat/completions".into(),
+            Arc::default(),
+            false,
+        )
+        .unwrap()
     }
 
     const ROLE: &[u8] = b"data: {\"id\":\"c1\",\"created\":7,\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
@@ -394,17 +564,19 @@ mod tests {
         r.observe(text("x").as_bytes());
         r.observe(b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
         assert!(!r.resumable(Outcome::EofWithoutDone, false));
-        let r = resume();
-        assert!(!r.resumable(Outcome::Reset, false), "nothing to continue");
     }
 
     #[test]
     fn the_continuation_reads_as_the_same_stream() {
         let mut s = Splice {
+            protocol: Protocol::Chat,
             buf: BytesMut::new(),
             id: Some("c1".into()),
             model: Some("gpt".into()),
             created: Some(7),
+            blocks: Vec::new(),
+            merge_into: None,
+            next_block: 0,
         };
         let cont = "data: {\"id\":\"other\",\"created\":9,\"model\":\"claude\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}\n\n\
                     : keep-alive\n\n\
@@ -424,6 +596,51 @@ mod tests {
         assert_eq!(v["created"], 7);
         assert_eq!(v["choices"][0]["delta"]["content"], "ld");
         assert_eq!(events[1], "data: [DONE]");
+    }
+
+    #[test]
+    fn a_messages_continuation_goes_on_in_the_open_text_block() {
+        let mut r = Resume::new(
+            Protocol::Messages,
+            Bytes::from_static(br#"{"model":"m","stream":true,"max_tokens":9,"messages":[{"role":"user","content":"hi"}]}"#),
+            "/messages".into(),
+            Arc::default(),
+            false,
+        )
+        .unwrap();
+        r.observe(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\"}}\n\n");
+        r.observe(b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+        r.observe(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n");
+        assert!(r.resumable(Outcome::Reset, false));
+        let body: Value = serde_json::from_slice(&r.prefilled_body().unwrap()).unwrap();
+        assert_eq!(body["messages"][1]["content"], "Hel");
+        let mut s = Splice {
+            protocol: Protocol::Messages,
+            buf: BytesMut::new(),
+            id: None,
+            model: None,
+            created: None,
+            blocks: Vec::new(),
+            merge_into: r.seen.open_block,
+            next_block: r.seen.next_block,
+        };
+        let cont = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_2\"}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"lo\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let out = String::from_utf8(s.feed(cont).unwrap().to_vec()).unwrap();
+        assert!(!out.contains("message_start"), "{out}");
+        assert!(
+            !out.contains("content_block_start"),
+            "merged into the open block: {out}"
+        );
+        assert!(out.contains("\"text\":\"lo\""), "{out}");
+        assert!(out.starts_with("event: content_block_delta\n"), "{out}");
+        assert!(out.contains("event: message_stop\n"), "{out}");
+        // A tool-use block closes the transcript.
+        r.observe(b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\",\"input\":{}}}\n\n");
+        assert!(!r.resumable(Outcome::Reset, false));
     }
 
     #[test]
