@@ -11,7 +11,7 @@
 //!   target's RSS meanwhile).
 //!
 //! The request and the measure of an answer (time to first event, `[DONE]`)
-//! and the percentiles are the library's (`turnout::ops::bench`), shared
+//! and the percentiles are the library's (`turnout::bench`), shared
 //! with `turnout bench`.
 //!
 //! Every mode prints one JSON object on stdout. Only 127.0.0.1 targets are used
@@ -25,8 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use tokio::time::Instant;
-use turnout::ops::bench::{summary, Shot};
-use turnout::outcome::Outcome;
+use turnout::bench::{summary, Shot};
 
 #[derive(Parser)]
 #[command(about = "Load generator for scripts/bench.sh")]
@@ -206,7 +205,7 @@ async fn rate_mode(
 /// of a stream that ended with `[DONE]`.
 async fn one_stream(shot: &Shot) -> Option<(Duration, Duration)> {
     let s = shot.measure(true).await;
-    (s.outcome == Outcome::Ok).then_some((s.ttft?, s.total))
+    s.is_ok().then_some((s.ttft?, s.total))
 }
 
 async fn streams_mode(

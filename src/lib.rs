@@ -7,7 +7,7 @@
 //! | layer | modules | what they are |
 //! |---|---|---|
 //! | 7 assembly | [`app`] | builds the process: first snapshot, control task, probes, listeners and their tower stacks |
-//! | 6 operations | [`ops`] | admin API (status, splits, rollbacks, `/metrics`), `/v1/models`, `/v1/account` |
+//! | 6 operations | [`ops`] | admin API (status, splits, rollbacks, `/metrics`), `/v1/models`, `/v1/account`, `turnout bench` ([`bench`]) |
 //! | 5 request path | [`request`] | gate → HTTP / WebSocket edge → plan → walk (failover) → attempt → stream reader → finish |
 //! | 4 shared state | [`state`] | `AppState`: the live snapshot handle, metrics, accounting, control handle, retry budget |
 //! | 3 control | [`control`] | the single writer of the snapshot's table: health, splits, rollbacks, split store, alerts |
@@ -24,23 +24,26 @@
 //! [`request::reader`]; [`request::finish`] records the end. HTTP
 //! ([`request::http`]) and WebSocket ([`request::ws`]) differ only at their
 //! edges.
-pub mod accounting;
+pub(crate) mod accounting;
 pub mod app;
-pub mod auth;
-pub mod budget;
+pub(crate) mod auth;
+pub(crate) mod budget;
 pub mod config;
-pub mod control;
-pub mod error;
-pub mod headers;
-pub mod limit;
+pub(crate) mod control;
+pub(crate) mod error;
+pub(crate) mod headers;
+pub(crate) mod limit;
 pub mod logfmt;
 pub mod metrics;
 pub mod mock;
 pub mod openai;
-pub mod ops;
-pub mod outcome;
+pub(crate) mod ops;
+/// `turnout bench` and the measuring code it shares with the benchmark's
+/// load generator (`examples/loadgen.rs`).
+pub use ops::bench;
+pub(crate) mod outcome;
 pub mod request;
 pub mod routing;
-pub mod serve;
+pub(crate) mod serve;
 pub mod state;
 pub mod upstream;

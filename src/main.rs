@@ -35,7 +35,7 @@ enum Command {
     /// Run a simulated OpenAI-compatible provider.
     Mock(turnout::mock::cli::MockArgs),
     /// Measure each configured upstream directly (TTFT, tokens/s, latency, errors).
-    Bench(turnout::ops::bench::BenchArgs),
+    Bench(turnout::bench::BenchArgs),
 }
 
 /// mimalloc instead of glibc's malloc: allocation and free were ~14 % of the
@@ -184,7 +184,7 @@ async fn serve(path: PathBuf) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn bench(path: PathBuf, args: turnout::ops::bench::BenchArgs) -> ExitCode {
+async fn bench(path: PathBuf, args: turnout::bench::BenchArgs) -> ExitCode {
     let cfg = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -193,7 +193,7 @@ async fn bench(path: PathBuf, args: turnout::ops::bench::BenchArgs) -> ExitCode 
         }
     };
     init_logs(LogFormat::Text, "warn");
-    match turnout::ops::bench::run(&cfg, &args, &resolve_env).await {
+    match turnout::bench::run(&cfg, &args, &resolve_env).await {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS

@@ -23,10 +23,13 @@ pub use durations::{duration, duration_opt};
 pub use policy::{
     AlertsConfig, FailoverConfig, LogConfig, LogFormat, OutlierConfig, WebSocketConfig,
 };
-pub use route::{AutoRollbackConfig, HedgeAfter, HedgeConfig, RouteConfig, SplitConfig};
+pub use route::{
+    AutoRollbackConfig, HedgeAfter, HedgeConfig, ResumeConfig, RouteConfig, SplitConfig,
+};
 pub use secrets::{resolve_env, EnvLookup, Secret, Secrets};
 pub use upstream::{
-    EndpointConfig, HealthConfig, PriceConfig, SimulateConfig, TimeoutsConfig, UpstreamConfig,
+    AuthHeader, EndpointConfig, HealthConfig, PriceConfig, SimulateConfig, TimeoutsConfig,
+    UpstreamConfig,
 };
 pub use validate::{MAX_ENDPOINTS, MAX_HEDGES};
 
@@ -68,6 +71,10 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Model patterns → chains of upstreams.
     pub routes: Vec<RouteConfig>,
+    /// The route whose primary (and, for GET/HEAD/DELETE, fallbacks) serve
+    /// pass-through requests (PRODUCT.md §3.3). Default: the first route.
+    #[serde(default)]
+    pub passthrough_route: Option<String>,
     /// How a request walks its chain.
     #[serde(default)]
     pub failover: FailoverConfig,

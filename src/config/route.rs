@@ -23,6 +23,9 @@ pub struct RouteConfig {
     pub split: Option<SplitConfig>,
     /// Hedged requests (off when absent).
     pub hedge: Option<HedgeConfig>,
+    /// Mid-stream resume of broken streams (opt-in).
+    #[serde(default)]
+    pub resume: ResumeConfig,
 }
 
 /// `routes[].hedge` (§3.10): when the first attempt has not committed after
@@ -71,6 +74,16 @@ impl<'de> Deserialize<'de> for HedgeAfter {
             Raw::Secs(n) => Err(bad(n.to_string())),
         }
     }
+}
+
+/// Mid-stream resume (PRODUCT.md §4): a chat stream that breaks after it began
+/// is continued by the next upstream of the chain that declares `prefill: true`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeConfig {
+    /// Off by default.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// A migration share (§3.2).

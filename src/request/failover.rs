@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
@@ -20,6 +20,7 @@ use tower::{Layer, Service, ServiceExt};
 
 pub use super::attempt::{Attempt, AttemptError, Served, UpstreamService};
 use super::plan::Plan;
+use super::protocol::Protocol;
 use super::walk::{AttemptRecord, Step, Walk};
 use crate::control::Event;
 use crate::error::ApiError;
@@ -40,6 +41,10 @@ pub struct ProxyCall {
     pub body: Bytes,
     /// What was read from it.
     pub facts: RequestFacts,
+    /// Its method (`POST` for every routed request).
+    pub method: Method,
+    /// How the answer is read (from the path).
+    pub protocol: Protocol,
 }
 
 /// A served request.
@@ -87,6 +92,37 @@ pub(super) fn template(call: &ProxyCall) -> Attempt {
             .zip(call.facts.model_span)
             .map(|(m, s)| (Arc::from(m), s)),
         stream: call.facts.stream,
+        form: call.facts.form,
+        method: call.method.clone(),
+        protocol: call.protocol,
+        want_usage: call.facts.include_usage,
+    }
+}
+
+/// A final answer kept while the walk looks for a better one (see `run`).
+pub(super) struct HeldAnswer {
+    upstream: UpstreamId,
+    endpoint: usize,
+    served: Served,
+    ttfb: Duration,
+}
+
+/// Keeps the final answer a failed attempt carries (a 400 saying the request
+/// is too long for that upstream), taking it out of the error.
+pub(super) fn keep_held(
+    held: &mut Option<HeldAnswer>,
+    record: &AttemptRecord,
+    result: &mut Result<Served, AttemptError>,
+) {
+    if let Err(e) = result.as_mut() {
+        if let Some(h) = e.held.take() {
+            *held = Some(HeldAnswer {
+                upstream: record.upstream,
+                endpoint: record.endpoint,
+                served: h.0,
+                ttfb: record.latency,
+            });
+        }
     }
 }
 
@@ -162,6 +198,9 @@ where
         app.budget.deposit();
         let mut walk = Walk::new(plan, plan.snap.failover(), Instant::now());
         let template = template(&call);
+        // A final answer kept in case nothing better comes (a 400 saying the
+        // request is too long for that upstream: the next may take it).
+        let mut held: Option<HeldAnswer> = None;
         loop {
             let (up, avoid, backoff, after) = match walk.next(&app.budget) {
                 Step::Stop => break,
@@ -178,13 +217,14 @@ where
             if let Some(wait) = backoff {
                 tokio::time::sleep(wait).await;
             }
-            let (record, result) = self.attempt(plan, &template, up, avoid).await;
+            let (record, mut result) = self.attempt(plan, &template, up, avoid).await;
+            keep_held(&mut held, &record, &mut result);
             walk.record(record);
             if let Ok(served) = result {
                 return Ok(self.success(walk, record, served));
             }
         }
-        Err(self.failure(plan, walk))
+        self.unserved(plan, walk, held)
     }
 
     /// One attempt on `up` (an endpoint not in `avoid` when it has several):
@@ -248,8 +288,14 @@ where
         }
     }
 
-    /// The walk ended with nothing served.
-    pub(super) fn failure(&self, plan: &Plan, walk: Walk) -> Failure {
+    /// The walk ended with nothing served: the held final answer, if one
+    /// was kept, else the walk's error.
+    pub(super) fn unserved(
+        &self,
+        plan: &Plan,
+        walk: Walk,
+        held: Option<HeldAnswer>,
+    ) -> Result<Success, Failure> {
         if walk.budget_spent() {
             self.app
                 .metrics
@@ -258,13 +304,23 @@ where
                 .inc();
         }
         let attempts = walk.attempts();
+        if let Some(h) = held {
+            return Ok(Success {
+                upstream: h.upstream,
+                endpoint: h.endpoint,
+                attempts,
+                ttfb: h.ttfb,
+                served: h.served,
+                records: walk.into_records(),
+            });
+        }
         let (error, records) = walk.failure(&plan.snap);
-        Failure {
+        Err(Failure {
             error,
             upstream: records.last().map(|r| r.upstream),
             attempts,
             records,
-        }
+        })
     }
 
     /// A second or later attempt: `turnout_retries_total` and the failover
@@ -285,20 +341,26 @@ where
 
     /// Every attempt counts for metrics and, through the control task, health.
     fn report(&self, plan: &Plan, r: &AttemptRecord) {
-        let up = plan.snap.upstream(r.upstream);
-        self.app
-            .metrics
-            .attempts
-            .with_label_values(&[&up.name, up.endpoint_label(r.endpoint), r.outcome.label()])
-            .inc();
-        self.app.control.report(Event::Outcome {
-            upstream: r.upstream,
-            endpoint: r.endpoint,
-            route: plan.route,
-            outcome: r.outcome,
-            retry_after: r.retry_after,
-            ttfb: Some(r.latency),
-            in_split: plan.in_split,
-        });
+        report(&self.app, plan, r);
     }
+}
+
+/// Counts an attempt (`turnout_upstream_attempts_total`) and reports it to
+/// health: for every attempt of a walk, and for the single attempt of a
+/// pass-through request that is never replayed.
+pub fn report(app: &AppState, plan: &Plan, r: &AttemptRecord) {
+    let up = plan.snap.upstream(r.upstream);
+    app.metrics
+        .attempts
+        .with_label_values(&[&up.name, up.endpoint_label(r.endpoint), r.outcome.label()])
+        .inc();
+    app.control.report(Event::Outcome {
+        upstream: r.upstream,
+        endpoint: r.endpoint,
+        route: plan.route,
+        outcome: r.outcome,
+        retry_after: r.retry_after,
+        ttfb: Some(r.latency),
+        in_split: plan.in_split,
+    });
 }

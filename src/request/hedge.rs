@@ -20,7 +20,8 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::failover::{
-    template, Attempt, AttemptError, Failover, Failure, ProxyCall, Served, Success,
+    keep_held, template, Attempt, AttemptError, Failover, Failure, HeldAnswer, ProxyCall, Served,
+    Success,
 };
 use super::plan::Plan;
 use super::walk::{AttemptRecord, Step, Walk};
@@ -87,6 +88,7 @@ where
         let mut tally = Tally::default();
         let mut flying: FuturesUnordered<Flight<'_>> = FuturesUnordered::new();
         let mut hedge_at: Option<Instant> = None;
+        let mut held: Option<HeldAnswer> = None;
         let outcome = loop {
             if flying.is_empty() {
                 let Step::Try {
@@ -116,7 +118,8 @@ where
                 }
             };
             tokio::select! {
-                Some((_, hedge, record, result)) = flying.next() => {
+                Some((_, hedge, record, mut result)) = flying.next() => {
+                    keep_held(&mut held, &record, &mut result);
                     walk.record(record);
                     if let Ok(served) = result {
                         tally.won = hedge;
@@ -148,7 +151,7 @@ where
                 s.attempts += cancelled;
                 Ok(s)
             }
-            None => Err(self.failure(plan, walk)),
+            None => self.unserved(plan, walk, held),
         }
     }
 

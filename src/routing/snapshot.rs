@@ -74,6 +74,8 @@ pub struct Base {
     pub matcher: Arc<ModelMatcher>,
     /// Routes with their names resolved to ids, at their configured shares.
     pub routes: Vec<RouteView>,
+    /// The route of pass-through requests (`passthrough_route`, else the first).
+    pub passthrough: RouteId,
 }
 
 impl Base {
@@ -137,7 +139,16 @@ impl Base {
                 (0..n).map(|_| EndpointCounters::default()).collect()
             })
             .collect();
+        let passthrough = cfg
+            .passthrough_route
+            .as_deref()
+            .map_or(Some(0), |name| {
+                cfg.routes.iter().position(|r| r.name == name)
+            })
+            .and_then(RouteId::new)
+            .ok_or("passthrough_route: no such route")?;
         Ok(Self {
+            passthrough,
             counters: cfg.upstreams.iter().map(|_| Default::default()).collect(),
             endpoint_counters,
             clock: Clock::new(Instant::now()),

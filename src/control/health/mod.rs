@@ -8,4 +8,4 @@ pub mod state;
 pub mod window;
 
 pub use endpoints::EndpointsHealth;
-pub use state::{UpstreamHealth, Verdict};
+pub use state::Verdict;

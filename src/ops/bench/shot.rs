@@ -35,6 +35,11 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// A whole answer (a stream: one that ended with its clean end).
+    pub fn is_ok(&self) -> bool {
+        self.outcome == Outcome::Ok
+    }
+
     fn failed(outcome: Outcome, t0: Instant) -> Self {
         Self {
             outcome,
@@ -103,15 +108,17 @@ impl Shot {
         } else {
             match rsp.bytes().await {
                 Err(e) => Sample::failed(transport_outcome(&e), t0),
-                Ok(body) => match crate::openai::response_usage(&body) {
-                    Err(_) => Sample::failed(Outcome::InvalidResponse, t0),
-                    Ok(usage) => Sample {
+                Ok(body) => {
+                    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+                        return Sample::failed(Outcome::InvalidResponse, t0);
+                    }
+                    Sample {
                         outcome: Outcome::Ok,
                         ttft: Some(t0.elapsed()),
                         total: t0.elapsed(),
-                        usage,
-                    },
-                },
+                        usage: crate::openai::usage_in(&body).and_then(|u| u.usage()),
+                    }
+                }
             }
         }
     }
@@ -195,10 +202,8 @@ fn read_event(event: &[u8], s: &mut Sample) {
         if v.get("error").is_some_and(|e| !e.is_null()) {
             s.outcome = Outcome::UpstreamError;
         }
-        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            if let Ok(u) = serde_json::from_value::<Usage>(u.clone()) {
-                s.usage = Some(u);
-            }
+        if let Some(u) = crate::openai::usage_in(data.as_bytes()).and_then(|u| u.usage()) {
+            s.usage = Some(u);
         }
     }
 }
