@@ -147,7 +147,7 @@ async fn an_endpoint_back_from_ejection_gets_traffic_gradually() {
     let steady = slow("steady", Duration::from_millis(100)).await;
     let h = start(&relay_config(
         &[("quick", &quick), ("steady", &steady)],
-        "slow_start: 4s, health: {interval: 300ms, timeout: 300ms, healthy_threshold: 1}",
+        "slow_start: 10s, health: {interval: 300ms, timeout: 300ms, healthy_threshold: 1}",
         "outlier: {consecutive_failures: 1, base_ejection: 1s}\n",
     ))
     .await;
@@ -179,24 +179,30 @@ async fn an_endpoint_back_from_ejection_gets_traffic_gradually() {
     })
     .await;
     let back = tokio::time::Instant::now();
-    let (mut early, mut late) = ((0u32, 0u32), (0u32, 0u32));
-    while back.elapsed() < Duration::from_secs(6) {
+    let served_by_quick = |before: u64| quick.stats().chat > before;
+    // The first dozen requests after the comeback (a second or two: the
+    // endpoint's weight is still ≤ 0.3 of 1 over the 10 s slow start).
+    let mut early = 0;
+    for _ in 0..12 {
         let before = quick.stats().chat;
-        let sent = back.elapsed();
         assert_eq!(h.chat("u").await.status(), 200);
-        let to_quick = u32::from(quick.stats().chat > before);
-        if sent < Duration::from_secs(1) {
-            early = (early.0 + to_quick, early.1 + 1);
-        } else if sent > Duration::from_millis(4500) {
-            late = (late.0 + to_quick, late.1 + 1);
-        }
+        early += u32::from(served_by_quick(before));
     }
-    let share = |(q, n): (u32, u32)| f64::from(q) / f64::from(n.max(1));
-    assert!(early.1 > 0 && late.1 > 0, "early {early:?}, late {late:?}");
+    tokio::time::sleep_until(back + Duration::from_millis(10_500)).await;
+    let (mut late, mut n) = (0u32, 0u32);
+    while back.elapsed() < Duration::from_millis(12_500) || n < 5 {
+        let before = quick.stats().chat;
+        assert_eq!(h.chat("u").await.status(), 200);
+        late += u32::from(served_by_quick(before));
+        n += 1;
+    }
     // Without slow start the quick, freshly reset endpoint would take nearly
-    // everything at once; with it, its share grows.
-    assert!(share(early) < 0.5, "early share {early:?}");
-    assert!(share(late) >= 0.7, "late share {late:?}");
+    // every request at once; with it, its share grows to nearly all.
+    assert!(early <= 6, "quick served {early} of the first 12 requests");
+    assert!(
+        f64::from(late) >= 0.7 * f64::from(n),
+        "quick served {late} of {n} late requests"
+    );
     h.proxy.shutdown().await;
 }
 
