@@ -118,6 +118,27 @@ struct UsageOnly {
     usage: Option<Usage>,
 }
 
+#[derive(Deserialize)]
+struct ModelOnly<'a> {
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The `model` an answer names: a JSON body's, or the first `data:` event's
+/// of an SSE stream. Read only for tracing (`gen_ai.response.model`).
+pub fn response_model(answer: &[u8]) -> Option<String> {
+    let json = match answer.iter().position(|b| !b.is_ascii_whitespace()) {
+        Some(i) if answer[i] == b'{' => &answer[i..],
+        _ => {
+            let start = memchr::memmem::find(answer, b"data:")? + 5;
+            let rest = &answer[start..];
+            rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())].trim_ascii()
+        }
+    };
+    let m = serde_json::from_slice::<ModelOnly<'_>>(json).ok()?.model?;
+    Some(m.into_owned())
+}
+
 /// An upstream body that should have been JSON and was not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotJson;
@@ -132,6 +153,16 @@ pub fn response_usage(body: &[u8]) -> Result<Option<Usage>, NotJson> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_model_from_json_or_first_event() {
+        let body = br#" {"id":"x","choices":[{"message":{"model":"no"}}],"model":"gpt-4.1-2025"}"#;
+        assert_eq!(response_model(body).as_deref(), Some("gpt-4.1-2025"));
+        let sse = b"data: {\"model\":\"m\",\"choices\":[]}\r\n\r\ndata: [DONE]\n\n";
+        assert_eq!(response_model(sse).as_deref(), Some("m"));
+        assert_eq!(response_model(b"data: [DONE]\n\n"), None);
+        assert_eq!(response_model(b"{}"), None);
+    }
 
     #[test]
     fn reads_facts_and_ignores_nested_model() {

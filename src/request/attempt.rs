@@ -65,6 +65,15 @@ pub enum Served {
     },
 }
 
+impl Served {
+    /// The upstream's status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Served::Complete { status, .. } | Served::Stream { status, .. } => *status,
+        }
+    }
+}
+
 /// Why an attempt moved on.
 #[derive(Debug, Clone)]
 pub struct AttemptError {

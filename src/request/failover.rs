@@ -20,6 +20,7 @@ use tower::{Layer, Service, ServiceExt};
 
 pub use super::attempt::{Attempt, AttemptError, Served, UpstreamService};
 use super::plan::Plan;
+use super::spans::{AttemptSpan, TraceParent};
 use super::walk::{AttemptRecord, Step, Walk};
 use crate::control::Event;
 use crate::error::ApiError;
@@ -40,6 +41,9 @@ pub struct ProxyCall {
     pub body: Bytes,
     /// What was read from it.
     pub facts: RequestFacts,
+    /// The request's span (tracing on only): each attempt gets a child span
+    /// and sends its `traceparent` upstream.
+    pub trace: Option<TraceParent>,
 }
 
 /// A served request.
@@ -54,6 +58,8 @@ pub struct Success {
     pub served: Served,
     /// Every attempt, the serving one last.
     pub records: Vec<AttemptRecord>,
+    /// The serving attempt's span (tracing on only), to end with the answer.
+    pub span: Option<opentelemetry::Context>,
 }
 
 /// A request no upstream could serve.
@@ -163,10 +169,11 @@ where
                 tokio::time::sleep(wait).await;
             }
             let start = Instant::now();
-            let attempt = Attempt {
+            let mut attempt = Attempt {
                 upstream: up,
                 ..template.clone()
             };
+            let span = self.attempt_span(&call, &mut attempt, walk.attempts() + 1);
             let result = self.inner.clone().oneshot(attempt).await;
             let latency = start.elapsed();
             let record = match &result {
@@ -186,6 +193,13 @@ where
                 },
             };
             self.report(plan, &record);
+            let span = span.and_then(|s| match &result {
+                Ok(served) => Some(s.served(served.status().as_u16())),
+                Err(e) => {
+                    s.failed(e.outcome, e.status);
+                    None
+                }
+            });
             walk.record(record);
             match result {
                 Ok(served) => {
@@ -195,6 +209,7 @@ where
                         ttfb: latency,
                         served,
                         records: walk.into_records(),
+                        span,
                     })
                 }
                 Err(e) => tracing::debug!(
@@ -219,6 +234,17 @@ where
             attempts,
             records,
         })
+    }
+
+    /// With tracing on, the attempt's span, whose `traceparent` the attempt
+    /// carries upstream; with it off, nothing (and nothing allocated).
+    fn attempt_span(&self, call: &ProxyCall, attempt: &mut Attempt, n: u32) -> Option<AttemptSpan> {
+        let (otel, parent) = self.app.otel.as_ref().zip(call.trace.as_ref())?;
+        let up = call.plan.snap.upstream(attempt.upstream);
+        let model = attempt.model.as_ref().map(|(m, _)| up.map_model(m));
+        let span = AttemptSpan::start(otel, parent, &up.name, model, n);
+        attempt.headers = span.headers(otel, &call.headers);
+        Some(span)
     }
 
     /// A second or later attempt: `turnout_retries_total` and the failover

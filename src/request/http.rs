@@ -41,13 +41,14 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let fin = Finish::new(
+    let mut fin = Finish::new(
         app.clone(),
         Transport::Http,
         request_id,
         started,
         identity.as_ref().map(|i| i.index),
     );
+    fin.trace_request(&parts.headers, parts.uri.path());
     let body = match read_body(body, &parts.headers, snap.cfg().max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return reject(&fin, e, ""),
@@ -66,6 +67,7 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         Ok(p) => p,
         Err(e) => return reject(&fin, e, &model),
     };
+    fin.trace_planned(&model, &plan);
     let path = parts.uri.path();
     let suffix = match parts.uri.query() {
         Some(q) => format!("{}?{q}", path.strip_prefix("/v1").unwrap_or(path)),
@@ -77,6 +79,7 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         headers: Arc::new(crate::upstream::forward_headers(&parts.headers)),
         body,
         facts,
+        trace: fin.trace_parent(),
     };
     // 6 failover (walks the chain; the one layer that retries) · leaf: one
     // attempt on one upstream.
@@ -116,6 +119,7 @@ fn failed(fin: &Finish, plan: &Plan, model: &str, f: Failure) -> Response {
 
 fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
     let name = plan.snap.upstream(s.upstream).name.clone();
+    let span = s.span;
     let mut rsp = match s.served {
         Served::Complete {
             status,
@@ -123,6 +127,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
             body,
             usage,
         } => {
+            fin.trace_served(span, &body);
             let end = Ending {
                 status: status.as_u16(),
                 upstream: Some(s.upstream),
@@ -142,6 +147,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
             first,
             rest,
         } => {
+            fin.trace_served(span, &first);
             let timeouts = &plan.snap.upstream(s.upstream).timeouts;
             let deadline = fin.started() + timeouts.total;
             let reader = StreamReader::new(first, rest, timeouts.idle, deadline);

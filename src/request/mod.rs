@@ -9,6 +9,7 @@
 //! | leaf | [`attempt`] | one try on one upstream: key, model name, timeouts, the stream's commit point |
 //! | stream | [`reader`] (+ [`sse`]) · [`relay`] | after the commit point: idle and total deadlines, clean end, usage; HTTP's error event |
 //! | end | [`finish`] | metrics, cost, per-key usage, log line, mid-stream health report |
+//! | tracing | [`spans`] | (tracing on only) a span per request and per attempt, `traceparent` upstream |
 
 pub mod attempt;
 pub mod failover;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod plan;
 pub mod reader;
 pub mod relay;
+pub mod spans;
 pub mod sse;
 pub mod walk;
 pub mod ws;

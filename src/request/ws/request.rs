@@ -45,13 +45,15 @@ pub(crate) async fn run(
     job: Job,
     cancel: CancellationToken,
 ) -> Ended {
-    let fin = Finish::new(
+    let mut fin = Finish::new(
         conn.app.clone(),
         Transport::Ws,
         conn.request_id(&job.id),
         Instant::now(),
         conn.identity.as_ref().map(|i| i.index),
     );
+    // A new trace per chat request (the socket's headers carry none).
+    fin.trace_request(&conn.headers, "/v1/chat/completions");
     let mut p = Progress::default();
     let end = serve(&conn, &fin, &out, &job, &cancel, &mut p).await;
     // The upstream response (if any) is dropped by now: the provider has seen
@@ -93,6 +95,7 @@ async fn serve(
         Ok(p) => p,
         Err(e) => return End::Failed(Fail::api(&e)),
     };
+    fin.trace_planned(&job.model, &plan);
     p.plan = Some(plan.clone());
     let call = ProxyCall {
         plan: plan.clone(),
@@ -100,6 +103,7 @@ async fn serve(
         headers: conn.headers.clone(),
         body: job.body.clone(),
         facts: job.facts.clone(),
+        trace: fin.trace_parent(),
     };
     let failover = tower::Layer::layer(&FailoverLayer::new(app.clone()), UpstreamService);
     let walk = tower::ServiceExt::oneshot(failover, call);
@@ -117,8 +121,10 @@ async fn serve(
     p.upstream = Some(s.upstream);
     p.attempts = s.attempts;
     p.ttft = Some(s.ttfb);
+    let span = s.span;
     match s.served {
         Served::Complete { status, body, .. } => {
+            fin.trace_served(span, &body);
             let end = super::outcome::complete(status, &body, p);
             if let Some(text) = p.text.take().filter(|t| !t.is_empty()) {
                 let sent = send(out, cancel, protocol::delta(&job.id, &text)).await;
@@ -130,6 +136,7 @@ async fn serve(
             end
         }
         Served::Stream { first, rest, .. } => {
+            fin.trace_served(span, &first);
             let timeouts = &plan.snap.upstream(s.upstream).timeouts;
             let deadline = fin.started() + timeouts.total;
             let reader = StreamReader::new(first, rest, timeouts.idle, deadline);
