@@ -313,4 +313,5 @@ async fn operator_moves_the_share_and_rolls_back_in_a_real_browser() {
         "script errors or CSP violations: {problems:?}"
     );
     println!("screenshots: {}", dir.display());
+    browser.close().await;
 }

@@ -140,6 +140,22 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Asks the browser to quit (its helper processes with it) and waits a
+    /// little for it; the guard then kills whatever is left, by PID.
+    pub async fn close(mut self) {
+        let msg = json!({"id": 0, "method": "Browser.close", "params": {}}).to_string();
+        let _ = self.control.ws.send(Message::text(msg)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -249,6 +249,7 @@ function renderUpstreams(list, now, prev) {
       kv("ejected until", fmtWhen(u.ejected_until), "ejected_until"),
       kv("in flight", fmtNum(u.in_flight, 0), "in_flight"),
       kv("time to first byte", fmtMs(u.ttfb_ewma_ms), "ttfb_ewma_ms"),
+      kv("models listed", fmtNum(u.models, 0), "models"),
       kv("requests / s", fmtNum(upstreamRate(now, prev, u.name, "requests"), 1), "requests_rate"),
       kv("failed attempts / s", fmtNum(upstreamRate(now, prev, u.name, "failed_attempts"), 2), "failed_rate"),
     );
