@@ -11,7 +11,8 @@
 //!    the key's rate limit (`rpm`; 429 + `Retry-After`), and
 //!    `x-turnout-attempts` on every answer, errors included
 //! 5. edge (`request/http.rs`; WebSocket: `request/ws/`): body limit (413) →
-//!    parse (400) → plan: route (404), split key, chain (`request/plan.rs`)
+//!    parse (400) → plan: route (404), split key, chain (`request/plan.rs`);
+//!    a request that names no model is a pass-through (`request/passthrough.rs`)
 //! 6. `FailoverLayer` → `Failover` (`request/failover.rs`): drives the walk
 //!    (`request/walk.rs`); the one layer that retries
 //! 7. leaf `UpstreamService`: one attempt on one upstream (`request/attempt.rs`)
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use axum::Router;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -46,7 +47,9 @@ use crate::control::alerts::Alerts;
 use crate::control::store::FileStore;
 use crate::control::Control;
 use crate::error::ApiError;
-use crate::headers::{ATTEMPTS_HEADER, REQUEST_ID_HEADER, UPSTREAM_HEADER};
+use crate::headers::{
+    ATTEMPTS_HEADER, REQUEST_ID_HEADER, TURNOUT_REQUEST_ID_HEADER, UPSTREAM_HEADER,
+};
 use crate::metrics::Metrics;
 use crate::mock::{MockServer, MockSettings};
 use crate::otel::Otel;
@@ -263,9 +266,13 @@ pub fn public_router(state: Arc<AppState>, cfg: &Config) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/ready", get(ready))
-        .route("/v1/models", get(crate::ops::models::list))
+        // Other methods on Turnout's own `/v1/` paths pass through too.
+        .route(
+            "/v1/models",
+            get(crate::ops::models::list).fallback(crate::request::http::handle),
+        )
         .route("/v1/account", get(crate::ops::models::account))
-        .route("/v1/{*rest}", post(crate::request::http::handle))
+        .route("/v1/{*rest}", any(crate::request::http::handle))
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state.clone());
@@ -288,9 +295,20 @@ pub fn public_router(state: Arc<AppState>, cfg: &Config) -> Router {
             .collect();
         let cors = CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::DELETE,
+                Method::PUT,
+                Method::PATCH,
+                Method::HEAD,
+            ])
             .allow_headers(tower_http::cors::Any)
-            .expose_headers([UPSTREAM_HEADER.clone(), ATTEMPTS_HEADER.clone()]);
+            .expose_headers([
+                UPSTREAM_HEADER.clone(),
+                ATTEMPTS_HEADER.clone(),
+                TURNOUT_REQUEST_ID_HEADER.clone(),
+            ]);
         ws.fallback_service(outer.layer(cors).layer(gate).service(routes))
     }
 }

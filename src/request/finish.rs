@@ -69,9 +69,9 @@ impl Finish {
 
     /// With tracing on, starts the request's span (continuing the client's
     /// `traceparent`); with it off, does nothing.
-    pub fn trace_request(&mut self, headers: &axum::http::HeaderMap, path: &str) {
+    pub fn trace_request(&mut self, headers: &axum::http::HeaderMap, method: &str, path: &str) {
         if let Some(otel) = &self.app.otel {
-            self.trace = Some(Box::new(RequestTrace::start(otel, headers, path)));
+            self.trace = Some(Box::new(RequestTrace::start(otel, headers, method, path)));
         }
     }
 

@@ -20,14 +20,16 @@ use crate::openai::Usage;
 use crate::otel::Otel;
 use crate::outcome::Outcome;
 
-/// GenAI operation name of a `/v1` path.
-pub fn operation(path: &str) -> &'static str {
+/// GenAI operation name of a `/v1` path; `None` for the other endpoints
+/// (files, audio, pass-through, ...), whose spans are named by method and
+/// path instead.
+pub fn operation(path: &str) -> Option<&'static str> {
     let p = path.strip_prefix("/v1").unwrap_or(path);
     match p {
-        "/chat/completions" | "/responses" => "chat",
-        "/completions" => "text_completion",
-        "/embeddings" => "embeddings",
-        _ => "generate_content",
+        "/chat/completions" | "/responses" | "/messages" => Some("chat"),
+        "/completions" => Some("text_completion"),
+        "/embeddings" => Some("embeddings"),
+        _ => None,
     }
 }
 
@@ -35,7 +37,7 @@ pub fn operation(path: &str) -> &'static str {
 /// (kept open until the answer ends: a stream's attempt lasts as long).
 pub struct RequestTrace {
     cx: Context,
-    op: &'static str,
+    op: Option<&'static str>,
     /// The serving attempt's span and the model its answer names (set once).
     served: OnceLock<(Option<Context>, Option<String>)>,
 }
@@ -45,23 +47,30 @@ pub struct RequestTrace {
 #[derive(Clone)]
 pub struct TraceParent {
     cx: Context,
-    op: &'static str,
+    op: Option<&'static str>,
 }
 
 impl RequestTrace {
     /// Starts the request's span, continuing the caller's trace.
-    pub fn start(otel: &Otel, headers: &HeaderMap, path: &str) -> Self {
+    pub fn start(otel: &Otel, headers: &HeaderMap, method: &str, path: &str) -> Self {
         let parent = otel.extract(headers);
         let op = operation(path);
+        let mut attrs = vec![
+            KeyValue::new("http.request.method", method.to_owned()),
+            KeyValue::new("url.path", path.to_owned()),
+        ];
+        let name = match op {
+            Some(op) => {
+                attrs.push(KeyValue::new("gen_ai.operation.name", op));
+                op.to_owned()
+            }
+            None => format!("{method} {path}"),
+        };
         let span = otel
             .tracer()
-            .span_builder(op)
+            .span_builder(name)
             .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("gen_ai.operation.name", op),
-                KeyValue::new("http.request.method", "POST"),
-                KeyValue::new("url.path", path.to_owned()),
-            ])
+            .with_attributes(attrs)
             .start_with_context(otel.tracer(), &parent);
         Self {
             cx: parent.with_span(span),
@@ -73,7 +82,9 @@ impl RequestTrace {
     /// The route is known: the span is named `{operation} {model}`.
     pub fn planned(&self, model: &str, route: &str) {
         let span = self.cx.span();
-        span.update_name(format!("{} {model}", self.op));
+        if let Some(op) = self.op {
+            span.update_name(format!("{op} {model}"));
+        }
         span.set_attribute(KeyValue::new("gen_ai.request.model", model.to_owned()));
         span.set_attribute(KeyValue::new("turnout.route", route.to_owned()));
     }
@@ -162,16 +173,19 @@ impl AttemptSpan {
         n: u32,
     ) -> Self {
         let mut attrs = vec![
-            KeyValue::new("gen_ai.operation.name", parent.op),
             KeyValue::new("gen_ai.provider.name", provider.to_owned()),
             KeyValue::new("turnout.attempt", i64::from(n)),
         ];
-        let name = match model {
-            Some(m) => {
-                attrs.push(KeyValue::new("gen_ai.request.model", m.to_owned()));
-                format!("{} {m}", parent.op)
-            }
-            None => parent.op.to_owned(),
+        if let Some(op) = parent.op {
+            attrs.push(KeyValue::new("gen_ai.operation.name", op));
+        }
+        if let Some(m) = model {
+            attrs.push(KeyValue::new("gen_ai.request.model", m.to_owned()));
+        }
+        let name = match (parent.op, model) {
+            (Some(op), Some(m)) => format!("{op} {m}"),
+            (Some(op), None) => op.to_owned(),
+            (None, _) => format!("upstream {provider}"),
         };
         let span = otel
             .tracer()
@@ -216,9 +230,10 @@ mod tests {
 
     #[test]
     fn operations_follow_the_genai_names() {
-        assert_eq!(operation("/v1/chat/completions"), "chat");
-        assert_eq!(operation("/v1/embeddings"), "embeddings");
-        assert_eq!(operation("/v1/completions"), "text_completion");
-        assert_eq!(operation("/v1/audio/speech"), "generate_content");
+        assert_eq!(operation("/v1/chat/completions"), Some("chat"));
+        assert_eq!(operation("/v1/messages"), Some("chat"));
+        assert_eq!(operation("/v1/embeddings"), Some("embeddings"));
+        assert_eq!(operation("/v1/completions"), Some("text_completion"));
+        assert_eq!(operation("/v1/files"), None);
     }
 }

@@ -6,7 +6,6 @@
 //! `error`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::Message;
 use futures_util::StreamExt;
@@ -20,17 +19,15 @@ use super::outcome::{End, Fail, Progress};
 use super::protocol;
 use super::Conn;
 use crate::accounting::Transport;
-use crate::openai::Usage;
+use crate::openai::UsageFields;
 use crate::outcome::Outcome;
 use crate::request::failover::{FailoverLayer, ProxyCall, Served, UpstreamService};
 use crate::request::finish::Finish;
 use crate::request::gate::rate_limit;
 use crate::request::plan::{plan, split_key};
-use crate::request::reader::StreamReader;
-
-/// How long a finished stream may take to reach EOF, so its upstream
-/// connection goes back to the pool instead of being dropped.
-const DRAIN: Duration = Duration::from_secs(1);
+use crate::request::protocol::Protocol;
+use crate::request::reader::{StreamReader, DRAIN};
+use serde::Deserialize;
 
 /// What the connection learns when a request task ends.
 pub(crate) struct Ended {
@@ -53,7 +50,7 @@ pub(crate) async fn run(
         conn.identity.as_ref().map(|i| i.index),
     );
     // A new trace per chat request (the socket's headers carry none).
-    fin.trace_request(&conn.headers, "/v1/chat/completions");
+    fin.trace_request(&conn.headers, "POST", "/v1/chat/completions");
     let mut p = Progress::default();
     let end = serve(&conn, &fin, &out, &job, &cancel, &mut p).await;
     // The upstream response (if any) is dropped by now: the provider has seen
@@ -104,6 +101,8 @@ async fn serve(
         body: job.body.clone(),
         facts: job.facts.clone(),
         trace: fin.trace_parent(),
+        method: axum::http::Method::POST,
+        protocol: Protocol::Chat,
     };
     let failover = tower::Layer::layer(&FailoverLayer::new(app.clone()), UpstreamService);
     let walk = tower::ServiceExt::oneshot(failover, call);
@@ -135,11 +134,17 @@ async fn serve(
             }
             end
         }
-        Served::Stream { first, rest, .. } => {
+        // Chat requests are never passed through.
+        Served::Raw { .. } => End::Failed(Fail::api(&crate::error::ApiError::internal(
+            "unexpected pass-through answer",
+        ))),
+        Served::Stream {
+            first, rest, scan, ..
+        } => {
             fin.trace_served(span, &first);
             let timeouts = &plan.snap.upstream(s.upstream).timeouts;
             let deadline = fin.started() + timeouts.total;
-            let reader = StreamReader::new(first, rest, timeouts.idle, deadline);
+            let reader = StreamReader::new(first, rest, scan, timeouts.idle, deadline);
             let _active = fin.stream_opened();
             relay(out, job, cancel, p, reader).await
         }
@@ -188,7 +193,7 @@ async fn relay(
                 done,
             } = piece;
             if let Some(u) = usage {
-                p.usage = serde_json::from_value::<Usage>(u.clone()).ok();
+                p.usage = UsageFields::deserialize(&u).ok().and_then(|f| f.usage());
                 p.usage_raw = Some(u);
             }
             if let Some(e) = error {
