@@ -352,3 +352,20 @@ async fn a_websocket_chat_request_is_traced_like_an_http_one() {
     assert_eq!(attrs(req)["gen_ai.provider.name"], "openai");
     assert_eq!(attrs(att)["gen_ai.provider.name"], "openai");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_never_fails_a_request_nor_holds_up_shutdown() {
+    let closed = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    }; // dropped: connections to it are refused
+    let (h, _a, _b) = traced(&closed).await;
+    for i in 0..5 {
+        assert_eq!(h.chat(&format!("u{i}")).await.status(), 200);
+    }
+    tokio::time::timeout(Duration::from_secs(60), h.proxy.shutdown())
+        .await
+        .expect("shutdown does not wait on the collector for long");
+}

@@ -75,6 +75,21 @@ impl HttpClient for RuntimeClient {
         Self: 'b,
     {
         let task = self.runtime.spawn(send(self.client.clone(), request));
-        Box::pin(async move { task.await? })
+        Box::pin(async move {
+            // At most one line per batch (every few seconds), and only while
+            // the collector is failing: spans are dropped, requests unaffected.
+            let answer = task.await?;
+            match &answer {
+                Err(e) => tracing::warn!(error = %e, "otel: span export failed"),
+                Ok(r) if !r.status().is_success() => {
+                    tracing::warn!(
+                        status = r.status().as_u16(),
+                        "otel: collector refused spans"
+                    )
+                }
+                Ok(_) => {}
+            }
+            answer
+        })
     }
 }
