@@ -52,6 +52,7 @@ use crate::headers::{
 };
 use crate::metrics::Metrics;
 use crate::mock::{MockServer, MockSettings};
+use crate::otel::Otel;
 use crate::request::gate::GateLayer;
 use crate::routing::Base;
 pub use crate::state::AppState;
@@ -71,12 +72,21 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops the listeners and background tasks; open requests finish first.
+    /// Stops the listeners and background tasks; open requests finish first,
+    /// then the spans still queued are exported.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for s in self.servers {
             let _ = s.await;
         }
+        let state = self.state.clone();
+        // The exporter's shutdown blocks until its last batch is sent.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(o) = &state.otel {
+                o.shutdown();
+            }
+        })
+        .await;
     }
 
     /// Resolves when a shutdown was asked for (Ctrl-C handling lives in main).
@@ -117,6 +127,7 @@ pub async fn start(
         metrics.clone(),
         shutdown_rx.clone(),
     );
+    let otel = start_otel(&cfg, &secrets)?;
     let state = Arc::new(AppState {
         live,
         accounting: Accounting::new(&cfg, metrics.clone()),
@@ -130,6 +141,7 @@ pub async fn start(
             .admin_token
             .as_ref()
             .map(|t| Sha256::digest(t.0.as_bytes()).into()),
+        otel,
     });
     let addr = public.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
@@ -150,6 +162,23 @@ pub async fn start(
         servers,
         _mocks: mocks,
     })
+}
+
+/// The span exporter when `otel` is configured and its endpoint variable set.
+fn start_otel(cfg: &Config, secrets: &Secrets) -> Result<Option<Otel>, String> {
+    let Some(o) = &cfg.otel else {
+        return Ok(None);
+    };
+    let Some(endpoint) = &secrets.otel_endpoint else {
+        tracing::warn!(var = %o.endpoint_env, "otel: tracing off, its endpoint variable is not set");
+        return Ok(None);
+    };
+    let otel = Otel::start(o, &endpoint.0)?;
+    tracing::info!(
+        sample_ratio = o.sample_ratio,
+        "otel: exporting spans (OTLP over HTTP)"
+    );
+    Ok(Some(otel))
 }
 
 /// Each upstream's address: its `base_url`, or the address of the simulated

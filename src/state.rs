@@ -7,6 +7,7 @@ use crate::accounting::Accounting;
 use crate::budget::RetryBudget;
 use crate::control::ControlHandle;
 use crate::metrics::Metrics;
+use crate::otel::Otel;
 use crate::routing::Live;
 
 /// Shared by every request of both listeners (held in an `Arc`).
@@ -24,4 +25,7 @@ pub struct AppState {
     pub budget: RetryBudget,
     /// SHA-256 of the admin token; `None` = admin API disabled.
     pub admin_token: Option<[u8; 32]>,
+    /// The span exporter; `None` = tracing off (the request path then makes
+    /// no span at all).
+    pub otel: Option<Otel>,
 }

@@ -124,3 +124,12 @@ pub fn ws_max_conversation_bytes() -> usize {
 pub fn ws_ping() -> Duration {
     Duration::from_secs(25)
 }
+pub fn otel_endpoint_env() -> String {
+    "OTEL_EXPORTER_OTLP_ENDPOINT".into()
+}
+pub fn otel_sample_ratio() -> f64 {
+    1.0
+}
+pub fn otel_service_name() -> String {
+    "turnout".into()
+}

@@ -21,7 +21,7 @@ mod validate;
 pub use admin::{AdminConfig, AuthConfig, ClientKeyConfig};
 pub use durations::{duration, duration_opt};
 pub use policy::{
-    AlertsConfig, FailoverConfig, LogConfig, LogFormat, OutlierConfig, WebSocketConfig,
+    AlertsConfig, FailoverConfig, LogConfig, LogFormat, OtelConfig, OutlierConfig, WebSocketConfig,
 };
 pub use route::{AutoRollbackConfig, ResumeConfig, RouteConfig, SplitConfig};
 pub use secrets::{resolve_env, EnvLookup, Secret, Secrets};
@@ -89,6 +89,9 @@ pub struct Config {
     /// Browser origins allowed by CORS on the public listener. Default none (CORS off).
     #[serde(default)]
     pub cors_allow_origins: Vec<String>,
+    /// Request tracing (OpenTelemetry). Default none (off).
+    #[serde(default)]
+    pub otel: Option<OtelConfig>,
 }
 
 impl Config {
@@ -118,6 +121,9 @@ impl Config {
             if let Some(v) = &u.api_key_env {
                 out.push((format!("upstreams[{i}].api_key_env"), v.clone()));
             }
+        }
+        if let Some(o) = &self.otel {
+            out.push(("otel.endpoint_env".to_string(), o.endpoint_env.clone()));
         }
         out
     }

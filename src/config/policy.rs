@@ -1,4 +1,4 @@
-//! Process-wide policies: failover, outlier ejection, alerts, logs, WebSocket limits.
+//! Process-wide policies: failover, outlier ejection, alerts, logs, WebSocket limits, tracing.
 
 use std::time::Duration;
 
@@ -182,4 +182,22 @@ impl Default for WebSocketConfig {
             default_model: None,
         }
     }
+}
+
+/// Request tracing with OpenTelemetry (PRODUCT.md §3.11). The section's
+/// absence, or its endpoint variable unset, leaves tracing off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelConfig {
+    /// Env var holding the OTLP/HTTP endpoint (`http://collector:4318`;
+    /// `/v1/traces` is appended). Default `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[serde(default = "defaults::otel_endpoint_env")]
+    pub endpoint_env: String,
+    /// Share (0–1) of new traces recorded; a client's own sampling decision
+    /// (its `traceparent`) is kept. Default 1.0.
+    #[serde(default = "defaults::otel_sample_ratio")]
+    pub sample_ratio: f64,
+    /// The spans' `service.name`. Default `turnout`.
+    #[serde(default = "defaults::otel_service_name")]
+    pub service_name: String,
 }

@@ -26,6 +26,11 @@ impl Config {
         if let Some(url) = &self.alerts.webhook_url {
             check_url("alerts.webhook_url", url)?;
         }
+        if let Some(o) = &self.otel {
+            if !(0.0..=1.0).contains(&o.sample_ratio) {
+                return Err(err("otel.sample_ratio: expected a number from 0 to 1"));
+            }
+        }
         if let Some(name) = &self.passthrough_route {
             if !self.routes.iter().any(|r| &r.name == name) {
                 return Err(err(format!(

@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/admin/status`, split changes and rollbacks.
+//! The admin listener: `/metrics`, `/admin/status`, `/admin/traffic`, split
+//! changes, rollbacks, and the operator's page (`/admin/`, [`super::page`]).
 //!
 //! Bearer token from the env var named by `admin.token_env`, compared in
 //! constant time. Variable unset: the admin API answers 403 (metrics stay up).
@@ -25,6 +26,7 @@ use crate::state::AppState;
 pub fn router(app: Arc<AppState>) -> Router {
     let admin = Router::new()
         .route("/admin/status", get(status))
+        .route("/admin/traffic", get(traffic))
         .route("/admin/routes/{route}/split", put(set_split))
         .route("/admin/routes/{route}/rollback", post(rollback))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -36,6 +38,7 @@ pub fn router(app: Arc<AppState>) -> Router {
     );
     admin
         .merge(metrics)
+        .merge(super::page::routes())
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(app)
@@ -140,6 +143,10 @@ fn split_json(t: &RoutingTable, s: &SplitView) -> Value {
 
 async fn status(State(app): State<Arc<AppState>>) -> Response {
     axum::Json(status_json(&app.live.load())).into_response()
+}
+
+async fn traffic(State(app): State<Arc<AppState>>) -> Response {
+    axum::Json(super::traffic::traffic(&app.metrics)).into_response()
 }
 
 fn route_with_split(app: &AppState, route: &str) -> Result<(RouteId, f64), ApiError> {

@@ -1,6 +1,7 @@
 //! The one finish of a request, HTTP or WebSocket: metrics, cost, per-key
-//! usage and the log line (through [`Accounting`]), and the health report of
-//! a stream that broke after its commit point.
+//! usage and the log line (through [`Accounting`]), the health report of
+//! a stream that broke after its commit point, and (tracing on) the end of
+//! the request's spans.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use prometheus::IntGauge;
 use tokio::time::Instant;
 
 use super::plan::Plan;
+use super::spans::{RequestTrace, TraceParent};
 use crate::accounting::{Finished, Transport};
 use crate::control::Event;
 use crate::metrics::Metrics;
@@ -24,6 +26,9 @@ pub struct Finish {
     request_id: String,
     started: Instant,
     client_key: Option<usize>,
+    /// Boxed: a held stream carries its `Finish`, and tracing off must not
+    /// make it bigger than a pointer.
+    trace: Option<Box<RequestTrace>>,
 }
 
 /// How a request ended.
@@ -58,6 +63,35 @@ impl Finish {
             request_id,
             started,
             client_key,
+            trace: None,
+        }
+    }
+
+    /// With tracing on, starts the request's span (continuing the client's
+    /// `traceparent`); with it off, does nothing.
+    pub fn trace_request(&mut self, headers: &axum::http::HeaderMap, method: &str, path: &str) {
+        if let Some(otel) = &self.app.otel {
+            self.trace = Some(Box::new(RequestTrace::start(otel, headers, method, path)));
+        }
+    }
+
+    /// The route is decided (names the span).
+    pub fn trace_planned(&self, model: &str, plan: &Plan) {
+        if let Some(t) = &self.trace {
+            t.planned(model, plan.route_name());
+        }
+    }
+
+    /// The parent of the attempts' spans, when tracing.
+    pub fn trace_parent(&self) -> Option<TraceParent> {
+        self.trace.as_ref().map(|t| t.parent())
+    }
+
+    /// An upstream answered: its attempt's span (ended with the request) and
+    /// the model its `answer` (body, or a stream's first event) names.
+    pub fn trace_served(&self, attempt: Option<opentelemetry::Context>, answer: &[u8]) {
+        if let Some(t) = &self.trace {
+            t.served(attempt, crate::openai::response_model(answer));
         }
     }
 
@@ -80,6 +114,10 @@ impl Finish {
     /// route was found; `model` is the client's model name.
     pub fn record(&self, plan: Option<&Plan>, model: &str, end: Ending) {
         let upstream = plan.zip(end.upstream);
+        if let Some(t) = &self.trace {
+            let provider = upstream.map(|(p, u)| &*p.snap.upstream(u).name);
+            t.finish(provider, end.status, end.attempts, end.usage, end.broke);
+        }
         if let (Some((plan, up)), Some(outcome)) = (upstream, end.broke) {
             // Broke after the commit point: evidence against the upstream.
             self.app.control.report(Event::Outcome {

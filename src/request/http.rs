@@ -48,13 +48,14 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let fin = Finish::new(
+    let mut fin = Finish::new(
         app.clone(),
         Transport::Http,
         request_id,
         started,
         identity.as_ref().map(|i| i.index),
     );
+    fin.trace_request(&parts.headers, parts.method.as_str(), parts.uri.path());
     let path = parts.uri.path();
     let route_path = path.strip_prefix("/v1").unwrap_or(path);
     let suffix: Arc<str> = match parts.uri.query() {
@@ -113,6 +114,7 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         Ok(p) => p,
         Err(e) => return reject(&fin, e, &model),
     };
+    fin.trace_planned(&model, &plan);
     let headers = Arc::new(crate::upstream::forward_headers(&parts.headers, true));
     let resumes = plan.snap.cfg().routes[plan.route.index()].resume.enabled;
     let resume = if resumes && facts.stream {
@@ -129,6 +131,7 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         facts,
         method: Method::POST,
         protocol,
+        trace: fin.trace_parent(),
     };
     // 6 failover (walks the chain; the one layer that retries) · leaf: one
     // attempt on one upstream.
@@ -203,6 +206,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, tail: Tail) -> Res
     let Tail { head, resume } = tail;
     let name = plan.snap.upstream(s.upstream).name.clone();
     let request_id = fin.request_id().to_owned();
+    let span = s.span;
     let answered = |status: StatusCode| Answered {
         upstream: s.upstream,
         attempts: s.attempts,
@@ -216,6 +220,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, tail: Tail) -> Res
             body,
             usage,
         } => {
+            fin.trace_served(span, &body);
             let end = Ending {
                 status: status.as_u16(),
                 upstream: Some(s.upstream),
@@ -236,6 +241,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, tail: Tail) -> Res
             rest,
             scan,
         } => {
+            fin.trace_served(span, &first);
             let a = answered(status);
             let body = (first, rest, scan);
             let mut rsp = streamed(fin, plan, model, a, headers, body, (None, resume));
@@ -252,6 +258,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, tail: Tail) -> Res
             headers,
             body,
         } => {
+            fin.trace_served(span, &[]);
             let scan = StreamScan::new(Protocol::Passthrough, false);
             let a = answered(status);
             let length =
