@@ -6,7 +6,7 @@
 
 use prometheus::{
     exponential_buckets, CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec,
-    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for LLM latencies: 5 ms to ~10 minutes.
@@ -65,6 +65,8 @@ pub struct Metrics {
     pub stream_errors: IntCounterVec,
     /// Open WebSocket connections.
     pub ws_connections: IntGauge,
+    /// Audit lines dropped because the writer's queue was full.
+    pub audit_dropped: IntCounter,
     /// Process start, unix seconds.
     pub start_time: Gauge,
     /// Always 1; carries the version.
@@ -154,6 +156,8 @@ impl Metrics {
                 &["route", "upstream", "reason"])),
             ws_connections: reg!(registry, IntGauge::new(
                 "turnout_websocket_connections", "Open WebSocket connections.")),
+            audit_dropped: reg!(registry, IntCounter::new(
+                "turnout_audit_dropped_total", "Audit lines dropped because the writer's queue was full.")),
             start_time: reg!(registry, Gauge::new(
                 "turnout_start_time_seconds", "Process start time, unix seconds.")),
             build_info: reg!(registry, IntGaugeVec::new(

@@ -1,15 +1,18 @@
 //! The one finish of a request, HTTP or WebSocket: metrics, cost, per-key
-//! usage and the log line (through [`Accounting`]), and the health report of
-//! a stream that broke after its commit point.
+//! usage and the log line (through [`Accounting`]), the health report of a
+//! stream that broke after its commit point, the cohort's outcome for the
+//! split's gates, and the audit line (queued, never waited on).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use prometheus::IntGauge;
 use tokio::time::Instant;
 
 use super::plan::Plan;
+use super::walk::AttemptRecord;
 use crate::accounting::{Finished, Transport};
+use crate::audit::{AuditAttempt, AuditLine};
 use crate::control::Event;
 use crate::metrics::Metrics;
 use crate::openai::Usage;
@@ -41,6 +44,12 @@ pub struct Ending {
     pub usage: Option<Usage>,
     /// How a stream broke after its commit point.
     pub broke: Option<Outcome>,
+    /// Every upstream attempt, in order (the serving one last).
+    pub records: Vec<AttemptRecord>,
+    /// The answer was (to be) streamed.
+    pub stream: bool,
+    /// The error code the client got, if any.
+    pub error: Option<&'static str>,
 }
 
 impl Finish {
@@ -91,7 +100,8 @@ impl Finish {
                 in_split: plan.in_split,
             });
         }
-        self.app.accounting.record(&Finished {
+        let duration = self.started.elapsed();
+        let cost = self.app.accounting.record(&Finished {
             request_id: &self.request_id,
             route: plan.map_or("none", |p| p.route_name()),
             upstream: upstream.map(|(p, u)| p.snap.upstream(u)),
@@ -100,12 +110,65 @@ impl Finish {
             status: end.status,
             attempts: end.attempts,
             transport: self.transport,
-            duration: self.started.elapsed(),
+            duration,
             ttft: end.ttft,
             usage: end.usage,
             client_key: self.client_key,
             stream_error: end.broke,
         });
+        if let Some(audit) = &self.app.audit {
+            audit.send(self.audit_line(plan, model, &end, duration, cost));
+        }
+    }
+
+    /// The request's audit line: names, counts and times, nothing it said.
+    fn audit_line(
+        &self,
+        plan: Option<&Plan>,
+        model: &str,
+        end: &Ending,
+        duration: Duration,
+        cost: Option<f64>,
+    ) -> AuditLine {
+        let snap = plan.map_or_else(|| self.app.live.load(), |p| p.snap.clone());
+        let key = self.client_key.and_then(|i| {
+            let keys = &snap.cfg().auth.as_ref()?.keys;
+            keys.get(i).map(|k| k.name.clone())
+        });
+        let serving = end.upstream.map(|u| snap.upstream(u));
+        let ms = |d: Duration| d.as_millis() as u64;
+        AuditLine {
+            ts: SystemTime::now(),
+            request_id: self.request_id.clone(),
+            key,
+            route: plan.map(|p| p.route_name().clone()),
+            model: (!model.is_empty()).then(|| model.to_owned()),
+            upstream_model: serving
+                .filter(|_| !model.is_empty())
+                .map(|u| u.map_model(model).to_owned()),
+            upstream: serving.map(|u| u.name.clone()),
+            endpoint: None,
+            cohort: plan.and_then(Plan::cohort),
+            status: end.status,
+            stream: end.stream,
+            attempts: end
+                .records
+                .iter()
+                .map(|r| AuditAttempt {
+                    upstream: snap.upstream(r.upstream).name.clone(),
+                    outcome: r.outcome.label(),
+                    status: r.status,
+                    latency_ms: ms(r.latency),
+                })
+                .collect(),
+            ttft_ms: end.ttft.map(ms),
+            latency_ms: ms(duration),
+            prompt_tokens: end.usage.map(|u| u.prompt_tokens),
+            completion_tokens: end.usage.map(|u| u.completion_tokens),
+            cost_usd: cost,
+            error: end.error.or(end.broke.map(Outcome::label)),
+            shadow: false,
+        }
     }
 
     /// Counts an open stream for as long as the guard lives.

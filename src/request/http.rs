@@ -24,6 +24,7 @@ use super::plan::{plan, split_key, Plan};
 use super::protocol::{Protocol, StreamScan};
 use super::reader::StreamReader;
 use super::relay::{Answered, SseRelay};
+use super::walk::AttemptRecord;
 use crate::accounting::Transport;
 use crate::auth::ClientIdentity;
 use crate::error::ApiError;
@@ -112,6 +113,7 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         Ok(p) => p,
         Err(e) => return reject(&fin, e, &model),
     };
+    let stream = facts.stream;
     let call = ProxyCall {
         plan: plan.clone(),
         suffix,
@@ -125,7 +127,7 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
     // attempt on one upstream.
     let failover = tower::Layer::layer(&FailoverLayer::new(app), UpstreamService);
     let result = tower::ServiceExt::oneshot(failover, call).await;
-    answer(fin, plan, model, result)
+    answer(fin, plan, model, stream, result)
 }
 
 /// A pass-through request, answered.
@@ -137,12 +139,18 @@ async fn pass(
     body: PassBody,
 ) -> Response {
     let (plan, result) = passthrough::call(fin.app(), snap, parts, suffix, body).await;
-    answer(fin, plan, String::new(), result)
+    answer(fin, plan, String::new(), false, result)
 }
 
-fn answer(fin: Finish, plan: Plan, model: String, result: Result<Success, Failure>) -> Response {
+fn answer(
+    fin: Finish,
+    plan: Plan,
+    model: String,
+    stream: bool,
+    result: Result<Success, Failure>,
+) -> Response {
     match result {
-        Err(f) => failed(&fin, &plan, &model, f),
+        Err(f) => failed(&fin, &plan, &model, stream, f),
         Ok(s) => served(fin, plan, model, s),
     }
 }
@@ -151,6 +159,7 @@ fn answer(fin: Finish, plan: Plan, model: String, result: Result<Success, Failur
 fn reject(fin: &Finish, e: ApiError, model: &str) -> Response {
     let end = Ending {
         status: e.status.as_u16(),
+        error: Some(e.code),
         ..Ending::default()
     };
     fin.record(None, model, end);
@@ -160,11 +169,14 @@ fn reject(fin: &Finish, e: ApiError, model: &str) -> Response {
 }
 
 /// No upstream served it: the walk's error, named after the last upstream tried.
-fn failed(fin: &Finish, plan: &Plan, model: &str, f: Failure) -> Response {
+fn failed(fin: &Finish, plan: &Plan, model: &str, stream: bool, f: Failure) -> Response {
     let end = Ending {
         status: f.error.status.as_u16(),
         upstream: f.upstream,
         attempts: f.attempts,
+        records: f.records,
+        stream,
+        error: Some(f.error.code),
         ..Ending::default()
     };
     fin.record(Some(plan), model, end);
@@ -197,6 +209,9 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
                 ttft: Some(s.ttfb),
                 usage,
                 broke: None,
+                records: s.records,
+                stream: false,
+                error: None,
             };
             fin.record(Some(&plan), &model, end);
             let mut rsp = (status, body).into_response();
@@ -211,7 +226,8 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
             scan,
         } => {
             let a = answered(status);
-            let mut rsp = streamed(fin, plan, model, a, headers, (first, rest, scan));
+            let io = (first, rest, scan);
+            let mut rsp = streamed(fin, plan, model, (a, s.records), headers, io);
             let h = rsp.headers_mut();
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert(
@@ -227,7 +243,8 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
         } => {
             let scan = StreamScan::new(Protocol::Passthrough, false);
             let a = answered(status);
-            streamed(fin, plan, model, a, headers, (Bytes::new(), body, scan))
+            let io = (Bytes::new(), body, scan);
+            streamed(fin, plan, model, (a, s.records), headers, io)
         }
     };
     decorate(rsp.headers_mut(), Some(&name), s.attempts, &request_id);
@@ -240,7 +257,7 @@ fn streamed(
     fin: Finish,
     plan: Plan,
     model: String,
-    a: Answered,
+    (a, records): (Answered, Vec<AttemptRecord>),
     headers: HeaderMap,
     (first, rest, scan): (Bytes, crate::upstream::BodyStream, StreamScan),
 ) -> Response {
@@ -248,7 +265,7 @@ fn streamed(
     let deadline = fin.started() + timeouts.total;
     let reader = StreamReader::new(first, rest, scan, timeouts.idle, deadline);
     let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
-    let relay = SseRelay::new(reader, fin, plan, model, a);
+    let relay = SseRelay::new(reader, fin, plan, model, a).with_records(records);
     let mut rsp = Response::new(Body::from_stream(relay));
     *rsp.status_mut() = status;
     *rsp.headers_mut() = headers;

@@ -17,6 +17,7 @@ use super::finish::{ActiveStream, Ending, Finish};
 use super::plan::Plan;
 use super::protocol::Protocol;
 use super::reader::StreamReader;
+use super::walk::AttemptRecord;
 use crate::outcome::Outcome;
 use crate::routing::UpstreamId;
 
@@ -49,6 +50,7 @@ struct End {
     upstream: UpstreamId,
     attempts: u32,
     ttfb: Duration,
+    records: Vec<AttemptRecord>,
     _active: ActiveStream,
 }
 
@@ -63,12 +65,21 @@ impl SseRelay {
             upstream: s.upstream,
             attempts: s.attempts,
             ttfb: s.ttfb,
+            records: Vec::new(),
         };
         Self {
             reader,
             end: Some(end),
             status: s.status,
         }
+    }
+
+    /// The walk's attempts, for the request's record.
+    pub fn with_records(mut self, records: Vec<AttemptRecord>) -> Self {
+        if let Some(e) = self.end.as_mut() {
+            e.records = records;
+        }
+        self
     }
 
     /// Records the end (once); `status` 499 when the client left first.
@@ -81,6 +92,9 @@ impl SseRelay {
                 ttft: Some(e.ttfb),
                 usage: self.reader.usage(),
                 broke,
+                records: e.records,
+                stream: self.reader.protocol() != Protocol::Passthrough,
+                error: None,
             };
             e.fin.record(Some(&e.plan), &e.model, ending);
         }
