@@ -33,6 +33,8 @@ pub struct Metrics {
     pub upstream_state: IntGaugeVec,
     /// Effective split share per route, in percent.
     pub split_percentage: GaugeVec,
+    /// The current ramp step's percentage, per route with a ramp.
+    pub ramp_step: GaugeVec,
     /// Split rollbacks by trigger (`manual`, `auto`).
     pub rollbacks: IntCounterVec,
     /// Tokens by upstream, model and type (`prompt`, `completion`).
@@ -108,6 +110,9 @@ impl Metrics {
                 &["upstream", "state"])),
             split_percentage: reg!(registry, GaugeVec::new(
                 Opts::new("turnout_split_percentage", "Effective share of users sent to the split target, in percent."),
+                &["route"])),
+            ramp_step: reg!(registry, GaugeVec::new(
+                Opts::new("turnout_ramp_step", "The current ramp step's percentage (0 before the ramp started)."),
                 &["route"])),
             rollbacks: reg!(registry, IntCounterVec::new(
                 Opts::new("turnout_rollbacks_total", "Split rollbacks by trigger (manual, auto)."),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::ramp::RampAction;
 use crate::outcome::Outcome;
 use crate::routing::{RouteId, SplitView, UpstreamId};
 
@@ -15,8 +16,10 @@ pub enum Trigger {
     Set,
     /// `POST /admin/routes/{route}/rollback`.
     Manual,
-    /// Automatic rollback.
+    /// Automatic rollback (a threshold of `auto_rollback`, or a failed gate).
     Auto,
+    /// The ramp moved to its next step.
+    Ramp,
 }
 
 impl Trigger {
@@ -26,6 +29,7 @@ impl Trigger {
             Self::Set => "set",
             Self::Manual => "manual",
             Self::Auto => "auto",
+            Self::Ramp => "ramp",
         }
     }
 }
@@ -59,6 +63,23 @@ pub enum Event {
         ttfb: Option<Duration>,
         /// The request was in the split target's share.
         in_split: bool,
+    },
+    /// One finished request of a split route's cohort, for its gates.
+    Cohort {
+        route: RouteId,
+        /// In the target's share (else the control cohort).
+        target: bool,
+        /// The first attempt, on the cohort's own upstream, served.
+        ok: bool,
+        /// Whole request (JSON) or time to first token (stream).
+        latency: Option<Duration>,
+    },
+    /// `POST /admin/routes/{route}/ramp`; replies once applied (and
+    /// published), or with why it does not apply.
+    Ramp {
+        route: RouteId,
+        action: RampAction,
+        reply: oneshot::Sender<Result<(), String>>,
     },
     /// An admin change of share; replies once the change is persisted (or
     /// could not be), with the new split.

@@ -66,9 +66,15 @@ impl Control {
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| match self.splits.share(i) {
-                Some(p) => r.with_percentage(p),
-                None => r.clone(),
+            .map(|(i, r)| {
+                let mut r = match self.splits.share(i) {
+                    Some(p) => r.with_percentage(p),
+                    None => r.clone(),
+                };
+                if r.split.is_some() {
+                    r.progress = self.progress(i, now);
+                }
+                r
             })
             .collect();
         RoutingTable {
@@ -100,6 +106,12 @@ impl Control {
                     .split_percentage
                     .with_label_values(&[&r.name])
                     .set(s.percentage);
+                if let Some(ramp) = &r.progress.ramp {
+                    self.metrics
+                        .ramp_step
+                        .with_label_values(&[&r.name])
+                        .set(ramp.step.unwrap_or(0.0));
+                }
             }
         }
         self.live.publish(Snapshot::new(Arc::clone(&self.base), t));

@@ -116,9 +116,47 @@ impl Finish {
             client_key: self.client_key,
             stream_error: end.broke,
         });
+        if let Some(plan) = plan {
+            self.report_cohort(plan, &end, duration);
+        }
         if let Some(audit) = &self.app.audit {
             audit.send(self.audit_line(plan, model, &end, duration, cost));
         }
+    }
+
+    /// Feeds the split's gates (PRODUCT.md §3.9): the first attempt, when it
+    /// went to the cohort's own upstream (target inside the share, primary
+    /// outside), counts — a target failure failover hid still counts against
+    /// the target. Latency: the whole request for a JSON answer, the time to
+    /// first token for a stream. A 429 is no evidence either way.
+    fn report_cohort(&self, plan: &Plan, end: &Ending, duration: Duration) {
+        let route = plan.snap.table.route(plan.route);
+        let gated = plan.snap.cfg().routes[plan.route.index()]
+            .split
+            .as_ref()
+            .is_some_and(|s| s.gates.is_some());
+        if !gated || route.split.is_none_or(|s| s.percentage <= 0.0) {
+            return;
+        }
+        let Some(first) = end.records.first() else {
+            return;
+        };
+        if plan.chain.get(0) != Some(first.upstream.index()) || first.outcome.is_throttled() {
+            return;
+        }
+        let served_alone = end.records.len() == 1;
+        let ok = first.outcome.is_ok() && !(served_alone && end.broke.is_some());
+        let latency = if served_alone && !end.stream {
+            duration
+        } else {
+            first.latency
+        };
+        self.app.control.report(Event::Cohort {
+            route: plan.route,
+            target: plan.in_split,
+            ok,
+            latency: Some(latency),
+        });
     }
 
     /// The request's audit line: names, counts and times, nothing it said.
