@@ -67,6 +67,16 @@ pub struct Metrics {
     pub stream_errors: IntCounterVec,
     /// Open WebSocket connections.
     pub ws_connections: IntGauge,
+    /// Shadow requests by route and outcome (`ok`, `error`, `dropped` by `max_rps`).
+    pub shadow_requests: IntCounterVec,
+    /// Shadow tokens by route, upstream and type, apart from `turnout_tokens_total`.
+    pub shadow_tokens: IntCounterVec,
+    /// Shadow USD by route and upstream, apart from `turnout_cost_usd_total`.
+    pub shadow_cost_usd: CounterVec,
+    /// Shadow pairs compared, by route and shape (`same`, `different`).
+    pub shadow_pairs: IntCounterVec,
+    /// Shadow latency / primary latency of each pair.
+    pub shadow_latency_ratio: HistogramVec,
     /// Audit lines dropped because the writer's queue was full.
     pub audit_dropped: IntCounter,
     /// Process start, unix seconds.
@@ -161,6 +171,22 @@ impl Metrics {
                 &["route", "upstream", "reason"])),
             ws_connections: reg!(registry, IntGauge::new(
                 "turnout_websocket_connections", "Open WebSocket connections.")),
+            shadow_requests: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_shadow_requests_total", "Shadow requests by outcome (ok, error, dropped by max_rps)."),
+                &["route", "outcome"])),
+            shadow_tokens: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_shadow_tokens_total", "Tokens of shadow requests (not in turnout_tokens_total)."),
+                &["route", "upstream", "type"])),
+            shadow_cost_usd: reg!(registry, CounterVec::new(
+                Opts::new("turnout_shadow_cost_usd_total", "USD of shadow requests (not in turnout_cost_usd_total)."),
+                &["route", "upstream"])),
+            shadow_pairs: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_shadow_pairs_total", "Primary/shadow pairs compared, by shape (same, different)."),
+                &["route", "shape"])),
+            shadow_latency_ratio: reg!(registry, HistogramVec::new(
+                HistogramOpts::new("turnout_shadow_latency_ratio", "Shadow latency over the primary's, per pair.")
+                    .buckets(vec![0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0]),
+                &["route"])),
             audit_dropped: reg!(registry, IntCounter::new(
                 "turnout_audit_dropped_total", "Audit lines dropped because the writer's queue was full.")),
             start_time: reg!(registry, Gauge::new(

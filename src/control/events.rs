@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::ramp::RampAction;
+use super::shadow::ShadowPair;
 use crate::outcome::Outcome;
 use crate::routing::{RouteId, SplitView, UpstreamId};
 
@@ -74,6 +75,8 @@ pub enum Event {
         /// Whole request (JSON) or time to first token (stream).
         latency: Option<Duration>,
     },
+    /// A primary/shadow pair compared (PRODUCT.md §3.9).
+    ShadowPair { route: RouteId, pair: ShadowPair },
     /// `POST /admin/routes/{route}/ramp`; replies once applied (and
     /// published), or with why it does not apply.
     Ramp {

@@ -16,6 +16,7 @@ mod progressive;
 mod publish;
 pub mod ramp;
 pub mod rollback;
+pub mod shadow;
 mod splits;
 pub mod store;
 
@@ -238,6 +239,17 @@ impl Control {
                 latency,
             } => {
                 self.on_cohort(route, target, ok, latency);
+                false
+            }
+            Event::ShadowPair { route, pair } => {
+                if let Some(s) = self
+                    .splits
+                    .shadows
+                    .get_mut(route.index())
+                    .and_then(Option::as_mut)
+                {
+                    s.add(pair);
+                }
                 false
             }
             Event::Ramp {

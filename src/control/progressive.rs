@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::alerts::Alert;
 use super::events::Trigger;
 use super::ramp::{RampAction, RampState};
+use super::shadow::ShadowStats;
 use super::Control;
 use crate::routing::{Progress, RouteId};
 
@@ -88,6 +89,7 @@ impl Control {
                 }
                 verdict = Some(v.verdict);
             }
+            any |= self.splits.shadows[i].is_some();
             let Some(ramp) = self.splits.ramps[i].as_mut() else {
                 continue;
             };
@@ -171,7 +173,7 @@ impl Control {
                 .as_ref()
                 .map(|r| r.view(|t| self.wall(t))),
             gates: self.splits.gates[i].as_ref().map(|g| g.judge(now)),
-            shadow: None,
+            shadow: self.splits.shadows[i].as_ref().map(ShadowStats::view),
         }
     }
 

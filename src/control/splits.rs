@@ -12,6 +12,7 @@ use super::events::{SplitChange, Trigger};
 use super::gates::GateWatch;
 use super::ramp::Ramp;
 use super::rollback::RollbackWatch;
+use super::shadow::ShadowStats;
 use super::store::{Overrides, RouteOverride};
 use super::Control;
 use crate::routing::{Base, RouteId, SplitView, UpstreamId};
@@ -25,6 +26,8 @@ pub(super) struct Splits {
     pub(super) ramps: Vec<Option<Ramp>>,
     /// Each route's gates, when configured.
     pub(super) gates: Vec<Option<GateWatch>>,
+    /// Each route's shadow comparison, when configured.
+    pub(super) shadows: Vec<Option<ShadowStats>>,
 }
 
 impl Splits {
@@ -68,12 +71,25 @@ impl Splits {
             .iter()
             .map(|r| Some(GateWatch::new(r.split.as_ref()?.gates.clone()?, now)))
             .collect();
+        let shadows = base
+            .cfg
+            .routes
+            .iter()
+            .map(|r| {
+                r.split
+                    .as_ref()?
+                    .shadow
+                    .as_ref()
+                    .map(|_| ShadowStats::default())
+            })
+            .collect();
         Self {
             shares,
             watches,
             overrides,
             ramps,
             gates,
+            shadows,
         }
     }
 

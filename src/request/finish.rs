@@ -6,10 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use prometheus::IntGauge;
 use tokio::time::Instant;
 
 use super::plan::Plan;
+use super::shadow::{PrimarySide, ShadowPeer};
 use super::walk::AttemptRecord;
 use crate::accounting::{Finished, Transport};
 use crate::audit::{AuditAttempt, AuditLine};
@@ -27,6 +29,7 @@ pub struct Finish {
     request_id: String,
     started: Instant,
     client_key: Option<usize>,
+    shadow: Option<ShadowPeer>,
 }
 
 /// How a request ended.
@@ -50,6 +53,8 @@ pub struct Ending {
     pub stream: bool,
     /// The error code the client got, if any.
     pub error: Option<&'static str>,
+    /// The answer's bytes, kept only when a shadow compares it.
+    pub answer: Option<Bytes>,
 }
 
 impl Finish {
@@ -67,7 +72,20 @@ impl Finish {
             request_id,
             started,
             client_key,
+            shadow: None,
         }
+    }
+
+    /// Pairs this request with its shadow copy (PRODUCT.md §3.9), which
+    /// hears how the primary's answer ended.
+    pub fn with_shadow(mut self, peer: Option<ShadowPeer>) -> Self {
+        self.shadow = peer;
+        self
+    }
+
+    /// A shadow copy waits for this request's answer.
+    pub fn shadowed(&self) -> bool {
+        self.shadow.is_some()
     }
 
     /// When the request started.
@@ -87,7 +105,7 @@ impl Finish {
 
     /// Records the request: `plan` is `None` when it was refused before a
     /// route was found; `model` is the client's model name.
-    pub fn record(&self, plan: Option<&Plan>, model: &str, end: Ending) {
+    pub fn record(&self, plan: Option<&Plan>, model: &str, mut end: Ending) {
         let upstream = plan.zip(end.upstream);
         if let (Some((plan, up)), Some(outcome)) = (upstream, end.broke) {
             // Broke after the commit point: evidence against the upstream.
@@ -118,6 +136,15 @@ impl Finish {
         });
         if let Some(plan) = plan {
             self.report_cohort(plan, &end, duration);
+        }
+        if let Some(peer) = &self.shadow {
+            peer.primary_done(PrimarySide {
+                ok: (200..300).contains(&end.status) && end.broke.is_none(),
+                latency: duration,
+                cost,
+                answer: end.answer.take(),
+                stream: end.stream,
+            });
         }
         if let Some(audit) = &self.app.audit {
             audit.send(self.audit_line(plan, model, &end, duration, cost));

@@ -114,6 +114,7 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         Err(e) => return reject(&fin, e, &model),
     };
     let stream = facts.stream;
+    let shadow = super::shadow::pick(&app, &plan, key);
     let call = ProxyCall {
         plan: plan.clone(),
         suffix,
@@ -123,6 +124,9 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         method: Method::POST,
         protocol,
     };
+    // The shadow copy (if any) goes in the background; the client never waits for it.
+    let peer = shadow.map(|s| s.launch(&app, &call, fin.request_id()));
+    let fin = fin.with_shadow(peer);
     // 6 failover (walks the chain; the one layer that retries) · leaf: one
     // attempt on one upstream.
     let failover = tower::Layer::layer(&FailoverLayer::new(app), UpstreamService);
@@ -212,6 +216,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
                 records: s.records,
                 stream: false,
                 error: None,
+                answer: fin.shadowed().then(|| body.clone()),
             };
             fin.record(Some(&plan), &model, end);
             let mut rsp = (status, body).into_response();

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod protocol;
 pub mod reader;
 pub mod relay;
+pub mod shadow;
 pub mod sse;
 pub mod walk;
 pub mod ws;

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
 use super::finish::{ActiveStream, Ending, Finish};
@@ -51,12 +51,15 @@ struct End {
     attempts: u32,
     ttfb: Duration,
     records: Vec<AttemptRecord>,
+    /// The answer so far, kept only when a shadow compares it.
+    kept: Option<BytesMut>,
     _active: ActiveStream,
 }
 
 impl SseRelay {
     /// Relays `reader` for the request that `fin` finishes.
     pub fn new(reader: StreamReader, fin: Finish, plan: Plan, model: String, s: Answered) -> Self {
+        let kept = fin.shadowed().then(BytesMut::new);
         let end = End {
             _active: fin.stream_opened(),
             fin,
@@ -66,6 +69,7 @@ impl SseRelay {
             attempts: s.attempts,
             ttfb: s.ttfb,
             records: Vec::new(),
+            kept,
         };
         Self {
             reader,
@@ -95,6 +99,7 @@ impl SseRelay {
                 records: e.records,
                 stream: self.reader.protocol() != Protocol::Passthrough,
                 error: None,
+                answer: e.kept.map(BytesMut::freeze),
             };
             e.fin.record(Some(&e.plan), &e.model, ending);
         }
@@ -128,7 +133,12 @@ impl Stream for SseRelay {
             return Poll::Ready(None);
         }
         match this.reader.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(chunk))),
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(e) = this.end.as_mut().filter(|e| e.kept.is_some()) {
+                    super::shadow::keep(&mut e.kept, &chunk);
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
             Poll::Ready(Some(Err(outcome))) => {
                 if this.reader.protocol() == Protocol::Passthrough {
                     this.finish(this.status, Some(outcome));

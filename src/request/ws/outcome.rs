@@ -208,6 +208,7 @@ pub(crate) async fn finish(
         records: std::mem::take(&mut p.records),
         stream: true,
         error: code,
+        answer: None,
     };
     fin.record(p.plan.as_ref(), &job.model, ending);
     if let Some(r) = reply {
