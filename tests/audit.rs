@@ -203,3 +203,73 @@ async fn a_request_no_upstream_served_is_one_line_with_its_error() {
     h.proxy.shutdown().await;
     let _ = std::fs::remove_file(&path);
 }
+
+/// `turnout report` over the audit file: totals equal the requests and
+/// tokens sent, and the same tokens are priced on every priced upstream.
+#[tokio::test]
+async fn report_totals_equal_what_was_sent() {
+    let path = audit_path();
+    let (h, _mocks) = start_audited(&path).await;
+    let (mut prompt, mut completion) = (0, 0);
+    let n = 6;
+    for _ in 0..n {
+        let rsp = send(&h, false).await;
+        assert_eq!(rsp.status(), 200);
+        let v: Value = rsp.json().await.unwrap();
+        prompt += v["usage"]["prompt_tokens"].as_u64().unwrap();
+        completion += v["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    until_lines(&path, n).await;
+    let cfg = std::env::temp_dir().join(format!("turnout-report-{}.yaml", fastrand::u64(..)));
+    std::fs::write(&cfg, &h.yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnout"))
+        .args([
+            "report", "--json", "--by", "key", "--since", "1h", "--config",
+        ])
+        .arg(&cfg)
+        .arg("--audit")
+        .arg(&path)
+        .env_remove("TURNOUT_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["total"]["requests"], n as u64);
+    assert_eq!(r["total"]["errors"], 0);
+    assert_eq!(r["total"]["prompt_tokens"], prompt);
+    assert_eq!(r["total"]["completion_tokens"], completion);
+    assert_eq!(r["groups"][0]["name"], "team-a");
+    assert_eq!(r["groups"][0]["requests"], n as u64);
+    let what_if = r["what_if"].as_array().unwrap();
+    assert_eq!(what_if.len(), 2, "{r}");
+    // b served at (1, 2) per million; a would have charged (2, 8).
+    let on_a = (prompt as f64 * 2.0 + completion as f64 * 8.0) / 1e6;
+    assert!(
+        (what_if[0]["cost_usd"].as_f64().unwrap() - on_a).abs() < 1e-9,
+        "{r}"
+    );
+    let actual = (prompt as f64 + completion as f64 * 2.0) / 1e6;
+    assert!((r["total"]["cost_usd"].as_f64().unwrap() - actual).abs() < 1e-9);
+
+    // The table names the same totals.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnout"))
+        .args(["report", "--by", "day", "--config"])
+        .arg(&cfg)
+        .arg("--audit")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        table.contains("total") && table.contains(&prompt.to_string()),
+        "{table}"
+    );
+    h.proxy.shutdown().await;
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&cfg);
+}

@@ -5,6 +5,7 @@
 //! rotated by size: `path` → `path.1` → … → `path.{keep}`.
 
 mod line;
+pub mod report;
 mod writer;
 
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
