@@ -35,6 +35,14 @@ pub struct Metrics {
     pub split_percentage: GaugeVec,
     /// The current ramp step's percentage, per route with a ramp.
     pub ramp_step: GaugeVec,
+    /// Requests of each gate cohort (`target`, `control`) in the gate window.
+    pub gate_requests: GaugeVec,
+    /// Error rate (0–1) of each gate cohort over the gate window.
+    pub gate_error_rate: GaugeVec,
+    /// p95 latency of each gate cohort over the gate window (NaN without samples).
+    pub gate_latency_p95: GaugeVec,
+    /// The gate's verdict, one-hot: `pass`, `fail`, `insufficient`.
+    pub gate_verdict: IntGaugeVec,
     /// Split rollbacks by trigger (`manual`, `auto`).
     pub rollbacks: IntCounterVec,
     /// Tokens by upstream, model and type (`prompt`, `completion`).
@@ -124,6 +132,18 @@ impl Metrics {
             ramp_step: reg!(registry, GaugeVec::new(
                 Opts::new("turnout_ramp_step", "The current ramp step's percentage (0 before the ramp started)."),
                 &["route"])),
+            gate_requests: reg!(registry, GaugeVec::new(
+                Opts::new("turnout_gate_requests", "Requests of each gate cohort (target, control) in the gate window."),
+                &["route", "cohort"])),
+            gate_error_rate: reg!(registry, GaugeVec::new(
+                Opts::new("turnout_gate_error_rate", "Error rate (0-1) of each gate cohort over the gate window."),
+                &["route", "cohort"])),
+            gate_latency_p95: reg!(registry, GaugeVec::new(
+                Opts::new("turnout_gate_latency_p95_seconds", "p95 latency (streams: time to first token) of each gate cohort over the gate window."),
+                &["route", "cohort"])),
+            gate_verdict: reg!(registry, IntGaugeVec::new(
+                Opts::new("turnout_gate_verdict", "The gate's verdict, one-hot (pass, fail, insufficient)."),
+                &["route", "verdict"])),
             rollbacks: reg!(registry, IntCounterVec::new(
                 Opts::new("turnout_rollbacks_total", "Split rollbacks by trigger (manual, auto)."),
                 &["route", "trigger"])),
