@@ -303,7 +303,6 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
     #[test]
@@ -334,7 +333,13 @@ mod tests {
         )
         .unwrap();
         let cfg = Config::from_yaml("listen: 127.0.0.1:0\nauth: {disabled: true}\nupstreams: [{name: a, base_url: 'http://127.0.0.1:1/v1', pricing: {'*': {input: 1000000, output: 0}}}, {name: b, base_url: 'http://127.0.0.1:2/v1'}]\nroutes: [{name: r, models: ['*'], primary: a}]\n").unwrap();
-        let r = build(&[path.clone()], None, GroupBy::Upstream, Some(&cfg)).unwrap();
+        let r = build(
+            std::slice::from_ref(&path),
+            None,
+            GroupBy::Upstream,
+            Some(&cfg),
+        )
+        .unwrap();
         assert_eq!(r.files.len(), 2);
         assert_eq!(r.total.requests, 3);
         assert_eq!(r.total.errors, 1);

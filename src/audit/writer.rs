@@ -134,7 +134,6 @@ pub fn rotated_paths(path: &Path) -> Vec<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
     fn line(i: u64) -> AuditLine {

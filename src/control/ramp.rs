@@ -241,7 +241,6 @@ impl Ramp {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
     fn ramp() -> Ramp {
