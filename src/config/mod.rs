@@ -24,7 +24,8 @@ pub use policy::{
     AlertsConfig, AuditConfig, FailoverConfig, LogConfig, LogFormat, OutlierConfig, WebSocketConfig,
 };
 pub use route::{
-    AutoRollbackConfig, GatesConfig, RampConfig, RouteConfig, ShadowConfig, SplitConfig,
+    AutoRollbackConfig, GatesConfig, RampConfig, ResumeConfig, RouteConfig, ShadowConfig,
+    SplitConfig,
 };
 pub use secrets::{resolve_env, EnvLookup, Secret, Secrets};
 pub use upstream::{

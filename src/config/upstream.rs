@@ -35,6 +35,10 @@ pub struct UpstreamConfig {
     pub pricing: BTreeMap<String, PriceConfig>,
     /// Serve this upstream from a built-in simulated provider inside the process.
     pub simulate: Option<SimulateConfig>,
+    /// It continues a trailing assistant turn (assistant prefill), so it can
+    /// finish a stream another upstream broke (`routes[].resume`). Default false.
+    #[serde(default)]
+    pub prefill: bool,
 }
 
 /// The header that carries an upstream's key.

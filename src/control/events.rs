@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::ramp::RampAction;
 use super::shadow::ShadowPair;
 use crate::outcome::Outcome;
 use crate::routing::{RouteId, SplitView, UpstreamId};
@@ -31,6 +30,29 @@ impl Trigger {
             Self::Manual => "manual",
             Self::Auto => "auto",
             Self::Ramp => "ramp",
+        }
+    }
+}
+
+/// What the operator asks (`POST /admin/routes/{route}/ramp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RampAction {
+    /// From the current share's step (or the first), running.
+    Start,
+    /// Hold at the current step.
+    Pause,
+    /// Continue a paused ramp (the bake left when it was paused).
+    Resume,
+}
+
+impl RampAction {
+    /// `start`, `pause`, `resume`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "start" => Some(Self::Start),
+            "pause" => Some(Self::Pause),
+            "resume" => Some(Self::Resume),
+            _ => None,
         }
     }
 }

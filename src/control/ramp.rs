@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+pub use super::events::RampAction;
 use super::store::RampOverride;
 use crate::config::RampConfig;
 use crate::routing::RampView;
@@ -48,29 +49,6 @@ impl RampState {
         ]
         .into_iter()
         .find(|x| x.as_str() == s)
-    }
-}
-
-/// What the operator asks (`POST /admin/routes/{route}/ramp`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RampAction {
-    /// From the current share's step (or the first), running.
-    Start,
-    /// Hold at the current step.
-    Pause,
-    /// Continue a paused ramp (the bake left when it was paused).
-    Resume,
-}
-
-impl RampAction {
-    /// `start`, `pause`, `resume`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "start" => Some(Self::Start),
-            "pause" => Some(Self::Pause),
-            "resume" => Some(Self::Resume),
-            _ => None,
-        }
     }
 }
 

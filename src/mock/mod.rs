@@ -45,6 +45,9 @@ pub struct MockSettings {
     /// Shown in `system_fingerprint`, the `x-mock-name` header and the
     /// generated text, so tests can tell which instance answered.
     pub name: String,
+    /// Answer a chat whose last message is the assistant's (a prefill to
+    /// continue) with a 400, as models without prefill support do.
+    pub reject_prefill: bool,
 }
 
 impl Default for MockSettings {
@@ -64,6 +67,7 @@ impl Default for MockSettings {
             .map(String::from)
             .to_vec(),
             name: "mock".to_owned(),
+            reject_prefill: false,
         }
     }
 }
@@ -72,8 +76,10 @@ impl Default for MockSettings {
 ///
 /// Set per request with the `x-mock-fault` header (`status=503`,
 /// `status=429;retry-after=2`, `hang`, `truncate=3`, `reset=3`, `junk`,
-/// `stall=2`, `error=2`, `empty`) or per instance with [`MockHandle::set_fault`] / `PUT /mock/fault`
-/// (JSON, externally tagged: `"hang"`, `{"status":{"code":503,"retry_after":2}}`).
+/// `stall=2`, `error=2`, `empty`, `context_length`) or per instance with
+/// [`MockHandle::set_fault`] (for the next N requests only:
+/// [`MockHandle::set_fault_times`]) / `PUT /mock/fault` (JSON, externally
+/// tagged: `"hang"`, `{"status":{"code":503,"retry_after":2}}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
@@ -108,6 +114,9 @@ pub enum Fault {
         /// Events sent before the silence.
         after: u32,
     },
+    /// `400` with `code: context_length_exceeded`, as a provider answers a
+    /// request longer than its model's context.
+    ContextLength,
     /// Stream: send `after` events then the protocol's in-band error
     /// (chat `data: {"error":..}`, Responses `response.failed`, Messages
     /// `event: error`), then end. Non-stream: a 200 whose body is that error.

@@ -95,6 +95,7 @@ struct StreamOptions {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Message {
+    role: String,
     content: Value,
 }
 
@@ -117,10 +118,17 @@ async fn begin<T: serde::de::DeserializeOwned>(
 
 async fn chat(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -> Response {
     s.counters.chat.fetch_add(1, Relaxed);
-    let (flight, ov, req) = match begin::<ChatRequest>(&s, "/v1/chat/completions", &h, &raw).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
+    let (mut flight, ov, req) =
+        match begin::<ChatRequest>(&s, "/v1/chat/completions", &h, &raw).await {
+            Ok(v) => v,
+            Err(resp) => return resp,
+        };
+    let prefill = req.messages.last().is_some_and(|m| m.role == "assistant");
+    if prefill && s.settings.reject_prefill {
+        flight.finish();
+        let msg = "mock: this model cannot continue a trailing assistant message";
+        return error_response(StatusCode::BAD_REQUEST, msg);
+    }
     let chars: usize = req.messages.iter().map(|m| content_chars(&m.content)).sum();
     let include = req
         .stream_options
@@ -237,10 +245,16 @@ async fn responses(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -> Re
 
 async fn messages(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -> Response {
     s.counters.messages.fetch_add(1, Relaxed);
-    let (flight, ov, req) = match begin::<ProtocolRequest>(&s, "/v1/messages", &h, &raw).await {
+    let (mut flight, ov, req) = match begin::<ProtocolRequest>(&s, "/v1/messages", &h, &raw).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
+    let prefill = req.messages.last().is_some_and(|m| m.role == "assistant");
+    if prefill && s.settings.reject_prefill {
+        flight.finish();
+        let msg = "mock: this model cannot continue a trailing assistant message";
+        return error_response(StatusCode::BAD_REQUEST, msg);
+    }
     let chars = req
         .messages
         .iter()
@@ -485,9 +499,12 @@ struct FaultRequest {
     #[serde(default)]
     scope: FaultScope,
     fault: Option<Fault>,
+    /// For the next `times` requests only ("one 500, then success").
+    #[serde(default)]
+    times: Option<u32>,
 }
 
 async fn set_fault(State(s): State<Arc<Shared>>, Json(req): Json<FaultRequest>) -> StatusCode {
-    s.set_fault(req.scope, req.fault);
+    s.set_fault_times(req.scope, req.fault, req.times);
     StatusCode::NO_CONTENT
 }

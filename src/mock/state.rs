@@ -1,7 +1,7 @@
 //! State shared by every connection of one mock instance: settings,
 //! precomputed bodies, counters, injected faults and the kill switch.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// Instance faults indexed by [`FaultScope`] (All, Chat, Models).
     faults: [ArcSwapOption<Fault>; 3],
+    /// Requests each instance fault still applies to; negative = every one.
+    fault_left: [AtomicI64; 3],
     last: Mutex<Option<RecordedRequest>>,
     /// Uploaded files (`/v1/files`), oldest first, bounded.
     pub files: Mutex<std::collections::VecDeque<StoredFile>>,
@@ -77,6 +79,7 @@ impl Shared {
             fingerprint,
             counters: Counters::default(),
             faults: Default::default(),
+            fault_left: Default::default(),
             last: Mutex::new(None),
             files: Mutex::default(),
             seq: AtomicU64::new(0),
@@ -89,8 +92,15 @@ impl Shared {
         self.seq.fetch_add(1, Relaxed) + 1
     }
 
-    /// Replaces the instance fault of `scope`.
+    /// Replaces the instance fault of `scope` (for every request).
     pub fn set_fault(&self, scope: FaultScope, fault: Option<Fault>) {
+        self.set_fault_times(scope, fault, None);
+    }
+
+    /// Replaces the instance fault of `scope` for the next `times` requests
+    /// (`None`: every request until changed).
+    pub fn set_fault_times(&self, scope: FaultScope, fault: Option<Fault>, times: Option<u32>) {
+        self.fault_left[scope as usize].store(times.map_or(-1, i64::from), Relaxed);
         self.faults[scope as usize].store(fault.map(Arc::new));
     }
 
@@ -101,9 +111,27 @@ impl Shared {
             Kind::Models => FaultScope::Models,
             Kind::Resource => FaultScope::All,
         };
-        let found = self.faults[narrow as usize].load_full();
-        let found = found.or_else(|| self.faults[FaultScope::All as usize].load_full());
-        found.map(|f| (*f).clone())
+        self.take_fault(narrow)
+            .or_else(|| self.take_fault(FaultScope::All))
+    }
+
+    /// The fault of `scope`, if it still applies, counting this request.
+    fn take_fault(&self, scope: FaultScope) -> Option<Fault> {
+        let i = scope as usize;
+        let fault = self.faults[i].load_full()?;
+        let left = &self.fault_left[i];
+        if left.load(Relaxed) >= 0 {
+            // Counted: the request that takes the last one clears it.
+            let before = left.fetch_sub(1, Relaxed);
+            if before <= 0 {
+                left.fetch_add(1, Relaxed);
+                return None;
+            }
+            if before == 1 {
+                self.faults[i].store(None);
+            }
+        }
+        Some((*fault).clone())
     }
 
     /// Remembers the most recent POST for [`super::MockHandle::last_request`].
@@ -186,6 +214,18 @@ impl Drop for Flight {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_counted_fault_ends_and_a_later_one_persists() {
+        let s = Shared::new(MockSettings::default());
+        s.set_fault_times(FaultScope::Chat, Some(Fault::Junk), Some(1));
+        assert_eq!(s.fault_for(Kind::Inference), Some(Fault::Junk));
+        assert_eq!(s.fault_for(Kind::Inference), None);
+        s.set_fault(FaultScope::Chat, Some(Fault::Hang));
+        assert_eq!(s.fault_for(Kind::Inference), Some(Fault::Hang));
+        assert_eq!(s.fault_for(Kind::Inference), Some(Fault::Hang));
+    }
+
     use super::*;
 
     #[test]

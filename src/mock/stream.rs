@@ -74,7 +74,7 @@ impl Events {
     /// Appends one `event:` (when named) + `data:` event.
     fn push(&mut self, name: Option<&str>, data: &str) {
         if let Some(n) = name {
-            let _ = write!(self.buf, "event: {n}\n");
+            let _ = writeln!(self.buf, "event: {n}");
         }
         let _ = write!(self.buf, "data: {data}\n\n");
         self.bounds.push(self.buf.len());

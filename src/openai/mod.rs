@@ -138,6 +138,41 @@ struct AnswerPeek<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotJson;
 
+/// Whether an error body says the request is too long for the model
+/// (`context_length_exceeded`, as OpenAI and most relays spell it, in
+/// `error.code` or `error.type`; or the message's "maximum context length").
+pub fn is_context_length_error(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        error: Option<Inner<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Inner<'a> {
+        #[serde(borrow, default)]
+        code: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default, rename = "type")]
+        kind: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        message: Option<std::borrow::Cow<'a, str>>,
+    }
+    const CODE: &str = "context_length_exceeded";
+    // Cheap test first: most 400s are something else.
+    let mentions = memchr::memmem::find(body, CODE.as_bytes()).is_some()
+        || memchr::memmem::find(body, b"maximum context length").is_some();
+    if !mentions {
+        return false;
+    }
+    let Ok(Body { error: Some(e) }) = serde_json::from_slice::<Body<'_>>(body) else {
+        return false;
+    };
+    e.code.as_deref() == Some(CODE)
+        || e.kind.as_deref() == Some(CODE)
+        || e.message
+            .as_deref()
+            .is_some_and(|m| m.contains("maximum context length"))
+}
+
 /// Validates a JSON answer and reads what judging it needs (one pass, no tree).
 pub fn read_answer(body: &[u8]) -> Result<Answer, NotJson> {
     let p: AnswerPeek<'_> = serde_json::from_slice(body).map_err(|_| NotJson)?;
@@ -151,6 +186,27 @@ pub fn read_answer(body: &[u8]) -> Result<Answer, NotJson> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_length_errors_are_recognised() {
+        let yes = [
+            r#"{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            r#"{"error":{"message":"too long","type":"context_length_exceeded"}}"#,
+            r#"{"error":{"message":"This model's maximum context length is 4097 tokens","code":null}}"#,
+        ];
+        for b in yes {
+            assert!(is_context_length_error(b.as_bytes()), "{b}");
+        }
+        let no = [
+            r#"{"error":{"message":"bad","code":"invalid_request"}}"#,
+            r#"{"error":{"message":"content_policy","code":"content_policy_violation"}}"#,
+            r#"not json context_length_exceeded"#,
+            r#"{"detail":"context_length_exceeded"}"#,
+        ];
+        for b in no {
+            assert!(!is_context_length_error(b.as_bytes()), "{b}");
+        }
+    }
 
     #[test]
     fn reads_facts_and_ignores_nested_model() {

@@ -88,7 +88,7 @@ pub enum Served {
 }
 
 /// Why an attempt moved on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AttemptError {
     /// What happened.
     pub outcome: Outcome,
@@ -99,6 +99,18 @@ pub struct AttemptError {
     /// What went wrong underneath, when there is more to say than the reason
     /// (the transport error's chain); logged at debug, never sent to clients.
     pub detail: Option<String>,
+    /// The upstream's own answer, when it is the one to give the client if no
+    /// other upstream serves the request (a `400 context_length_exceeded`).
+    pub held: Option<Held>,
+}
+
+/// An answer kept in case the walk finds nothing better.
+pub struct Held(pub Served);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held(..)")
+    }
 }
 
 impl AttemptError {
@@ -109,6 +121,7 @@ impl AttemptError {
             retry_after: None,
             status: None,
             detail: None,
+            held: None,
         }
     }
 }
@@ -195,6 +208,18 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
         Ok(Err(outcome)) => return Err(AttemptError::new(outcome)),
         Ok(Ok(b)) => b,
     };
+    if status == StatusCode::BAD_REQUEST && json && openai::is_context_length_error(&body) {
+        // Too long for this upstream; one with a longer context may serve it.
+        let mut e = AttemptError::new(Outcome::ContextLengthExceeded);
+        e.status = Some(400);
+        e.held = Some(Held(Served::Complete {
+            status,
+            headers,
+            body,
+            usage: None,
+        }));
+        return Err(e);
+    }
     let mut usage = None;
     if status.is_success() {
         match a.protocol.judge(&body, json) {
@@ -274,6 +299,7 @@ fn classify(status: StatusCode, headers: &HeaderMap) -> Option<AttemptError> {
         retry_after,
         status: Some(code),
         detail: None,
+        held: None,
     })
 }
 

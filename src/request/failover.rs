@@ -156,6 +156,9 @@ where
             protocol: call.protocol,
             want_usage: call.facts.include_usage,
         };
+        // A final answer kept in case nothing better comes (a 400 saying the
+        // request is too long for that upstream: the next may take it).
+        let mut held: Option<(UpstreamId, Served, Duration)> = None;
         loop {
             let (up, backoff, after) = match walk.next(&app.budget) {
                 Step::Stop => break,
@@ -176,8 +179,13 @@ where
                 upstream: up,
                 ..template.clone()
             };
-            let result = self.inner.clone().oneshot(attempt).await;
+            let mut result = self.inner.clone().oneshot(attempt).await;
             let latency = start.elapsed();
+            if let Err(e) = result.as_mut() {
+                if let Some(h) = e.held.take() {
+                    held = Some((up, h.0, latency));
+                }
+            }
             let record = match &result {
                 Ok(_) => AttemptRecord {
                     upstream: up,
@@ -221,6 +229,15 @@ where
                 .inc();
         }
         let attempts = walk.attempts();
+        if let Some((upstream, served, ttfb)) = held {
+            return Ok(Success {
+                upstream,
+                attempts,
+                ttfb,
+                served,
+                records: walk.into_records(),
+            });
+        }
         let (error, records) = walk.failure(&plan.snap);
         Err(Failure {
             error,

@@ -24,6 +24,7 @@ use super::plan::{plan, split_key, Plan};
 use super::protocol::{Protocol, StreamScan};
 use super::reader::StreamReader;
 use super::relay::{Answered, SseRelay};
+use super::resume::Resume;
 use super::walk::AttemptRecord;
 use crate::accounting::Transport;
 use crate::auth::ClientIdentity;
@@ -115,10 +116,18 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
     };
     let stream = facts.stream;
     let shadow = super::shadow::pick(&app, &plan, key);
+    let headers = Arc::new(crate::upstream::forward_headers(&parts.headers, true));
+    let resumes = plan.snap.cfg().routes[plan.route.index()].resume.enabled;
+    let resume = if resumes && facts.stream {
+        let (b, s, h) = (body.clone(), suffix.clone(), headers.clone());
+        Resume::new(protocol, b, s, h, facts.include_usage)
+    } else {
+        None
+    };
     let call = ProxyCall {
         plan: plan.clone(),
         suffix,
-        headers: Arc::new(crate::upstream::forward_headers(&parts.headers, true)),
+        headers,
         body,
         facts,
         method: Method::POST,
@@ -130,8 +139,19 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
     // 6 failover (walks the chain; the one layer that retries) · leaf: one
     // attempt on one upstream.
     let failover = tower::Layer::layer(&FailoverLayer::new(app), UpstreamService);
-    let result = tower::ServiceExt::oneshot(failover, call).await;
-    answer(fin, plan, model, stream, result)
+    match tower::ServiceExt::oneshot(failover, call).await {
+        Err(f) => failed(&fin, &plan, &model, stream, f),
+        Ok(s) => served(
+            fin,
+            plan,
+            model,
+            s,
+            Tail {
+                head: false,
+                resume,
+            },
+        ),
+    }
 }
 
 /// A pass-through request, answered.
@@ -142,20 +162,11 @@ async fn pass(
     suffix: Arc<str>,
     body: PassBody,
 ) -> Response {
+    let head = parts.method == Method::HEAD;
     let (plan, result) = passthrough::call(fin.app(), snap, parts, suffix, body).await;
-    answer(fin, plan, String::new(), false, result)
-}
-
-fn answer(
-    fin: Finish,
-    plan: Plan,
-    model: String,
-    stream: bool,
-    result: Result<Success, Failure>,
-) -> Response {
     match result {
-        Err(f) => failed(&fin, &plan, &model, stream, f),
-        Ok(s) => served(fin, plan, model, s),
+        Err(f) => failed(&fin, &plan, "", false, f),
+        Ok(s) => served(fin, plan, String::new(), s, Tail { head, resume: None }),
     }
 }
 
@@ -190,7 +201,16 @@ fn failed(fin: &Finish, plan: &Plan, model: &str, stream: bool, f: Failure) -> R
     rsp
 }
 
-fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
+/// What the answer's body depends on beyond the walk's result.
+struct Tail {
+    /// The answer to a HEAD request (a head without a body).
+    head: bool,
+    /// Mid-stream resume, when the route resumes this stream.
+    resume: Option<Resume>,
+}
+
+fn served(fin: Finish, plan: Plan, model: String, s: Success, tail: Tail) -> Response {
+    let Tail { head, resume } = tail;
     let name = plan.snap.upstream(s.upstream).name.clone();
     let request_id = fin.request_id().to_owned();
     let answered = |status: StatusCode| Answered {
@@ -231,8 +251,9 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
             scan,
         } => {
             let a = answered(status);
-            let io = (first, rest, scan);
-            let mut rsp = streamed(fin, plan, model, (a, s.records), headers, io);
+            let body = (first, rest, scan);
+            let a = (a, s.records);
+            let mut rsp = streamed(fin, plan, model, a, headers, body, (None, resume));
             let h = rsp.headers_mut();
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert(
@@ -248,8 +269,23 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success) -> Response {
         } => {
             let scan = StreamScan::new(Protocol::Passthrough, false);
             let a = answered(status);
-            let io = (Bytes::new(), body, scan);
-            streamed(fin, plan, model, (a, s.records), headers, io)
+            let length =
+                if head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+                    Some(0)
+                } else {
+                    headers
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                };
+            streamed(
+                fin,
+                plan,
+                model,
+                (a, s.records),
+                headers,
+                (Bytes::new(), body, scan),
+                (length, None),
+            )
         }
     };
     decorate(rsp.headers_mut(), Some(&name), s.attempts, &request_id);
@@ -265,12 +301,16 @@ fn streamed(
     (a, records): (Answered, Vec<AttemptRecord>),
     headers: HeaderMap,
     (first, rest, scan): (Bytes, crate::upstream::BodyStream, StreamScan),
+    (length, resume): (Option<u64>, Option<Resume>),
 ) -> Response {
     let timeouts = &plan.snap.upstream(a.upstream).timeouts;
     let deadline = fin.started() + timeouts.total;
     let reader = StreamReader::new(first, rest, scan, timeouts.idle, deadline);
     let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
-    let relay = SseRelay::new(reader, fin, plan, model, a).with_records(records);
+    let mut relay = SseRelay::new(reader, fin, plan, model, (a, records), length);
+    if let Some(r) = resume {
+        relay = relay.with_resume(r);
+    }
     let mut rsp = Response::new(Body::from_stream(relay));
     *rsp.status_mut() = status;
     *rsp.headers_mut() = headers;
@@ -331,17 +371,16 @@ async fn read_form(body: Body, limit: usize, boundary: &str) -> Result<Form, Api
             Ok(Some(Err(_))) => return Err(unreadable_body()),
             Ok(Some(Ok(c))) => c,
         };
-        if buf.len() + chunk.len() > limit {
+        buf.extend_from_slice(&chunk);
+        scan.scan(&buf);
+        if buf.len() > limit {
             if scan.model.is_some() {
                 return Err(ApiError::too_large(limit));
             }
-            buf.extend_from_slice(&chunk);
             let head = futures_util::stream::once(async move { Ok(buf.freeze()) });
             let body = Body::from_stream(head.chain(stream));
             return Ok(Form::Pass(PassBody::Stream(body)));
         }
-        buf.extend_from_slice(&chunk);
-        scan.scan(&buf);
     }
     let body = buf.freeze();
     Ok(match scan.model {

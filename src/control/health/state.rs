@@ -27,7 +27,7 @@ impl Verdict {
     /// What an attempt's outcome says about health; a 429's `Retry-After` is
     /// honoured up to `retry_after_max`.
     pub fn of(outcome: Outcome, retry_after: Option<Duration>, retry_after_max: Duration) -> Self {
-        if outcome.is_ok() {
+        if outcome.is_healthy() {
             Self::Ok
         } else if outcome.is_throttled() {
             Self::Throttled(retry_after.map(|d| d.min(retry_after_max)))
