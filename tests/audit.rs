@@ -71,7 +71,7 @@ async fn start_audited(path: &Path) -> (Harness, Vec<turnout::mock::MockServer>)
             "auth: {keys: [{name: team-a, key_env: CLIENT_KEY}]}",
         )
         + &format!("audit: {{path: {:?}, max_bytes: 10MB, keep: 2}}\n", path.display().to_string())
-        + "outlier: {consecutive_failures: 1000, error_rate: 1.0}\nfailover: {budget_min_per_second: 1000}\n";
+        + "outlier: {consecutive_failures: 1000, error_rate: 1.0}\nfailover: {budget_min_per_second: 1000, same_upstream_retries: 0}\n";
     let secrets = Secrets {
         client_keys: vec![Secret(CLIENT_KEY.into())],
         upstream_keys: vec![Some(Secret(UPSTREAM_KEY.into())), None],
