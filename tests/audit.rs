@@ -273,3 +273,46 @@ async fn report_totals_equal_what_was_sent() {
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(&cfg);
 }
+
+/// A WebSocket request is audited like an HTTP one (a stream, its attempts).
+#[tokio::test]
+async fn a_websocket_request_is_one_line_too() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let path = audit_path();
+    let a = mock("a").await;
+    let yaml = config(
+        &[upstream("a", &a, "")],
+        "{name: chat, models: ['*'], primary: a}",
+    ) + &format!("audit: {{path: {:?}}}\n", path.display().to_string());
+    let h = start(&yaml).await;
+    let url = format!("ws://{}/v1/ws/chat?user=u1", h.proxy.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let req = serde_json::json!({"id": "r1", "model": "gpt-4.1", "messages": [{"role": "user", "content": PROMPT}]});
+    ws.send(Message::text(req.to_string())).await.unwrap();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == "done" || v["type"] == "error" {
+                assert_eq!(v["type"], "done", "{v}");
+                break;
+            }
+        }
+    }
+    let got = until_lines(&path, 1).await;
+    assert_eq!(got.len(), 1);
+    let l = &got[0];
+    assert_eq!(l["status"], 200);
+    assert_eq!(l["stream"], true);
+    assert_eq!(l["upstream"], "a");
+    assert_eq!(l["attempts"].as_array().unwrap().len(), 1);
+    assert!(l["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(!std::fs::read_to_string(&path).unwrap().contains(PROMPT));
+    h.proxy.shutdown().await;
+    let _ = std::fs::remove_file(&path);
+}
