@@ -167,7 +167,7 @@ pub struct RampOverride {
 pub struct RouteOverride {
     /// Effective share, percent.
     pub percentage: f64,
-    /// `manual`, `auto` or `set`.
+    /// `manual`, `auto`, `set` or `ramp`.
     #[serde(default)]
     pub trigger: String,
     /// RFC 3339 time of the change.

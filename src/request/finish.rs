@@ -134,7 +134,8 @@ impl Finish {
             client_key: self.client_key,
             stream_error: end.broke,
         });
-        if let Some(plan) = plan {
+        // A pass-through request (no model) is never split: no cohort.
+        if let Some(plan) = plan.filter(|_| !model.is_empty()) {
             self.report_cohort(plan, &end, duration);
         }
         if let Some(peer) = &self.shadow {
@@ -213,7 +214,7 @@ impl Finish {
                 .map(|u| u.map_model(model).to_owned()),
             upstream: serving.map(|u| u.name.clone()),
             endpoint: None,
-            cohort: plan.and_then(Plan::cohort),
+            cohort: plan.filter(|_| !model.is_empty()).and_then(Plan::cohort),
             status: end.status,
             stream: end.stream,
             attempts: end
