@@ -118,17 +118,23 @@ async fn ramp(h: &Harness, action: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// Short windows; 20 requests per cohort keep the p95 from being one
+/// scheduler hiccup on a loaded machine.
 const GATES: &str =
-    "gates: {window: 3s, min_requests: 8, max_error_rate_increase: 0.1, max_latency_ratio: 2.5}";
+    "gates: {window: 3s, min_requests: 20, max_error_rate_increase: 0.1, max_latency_ratio: 2.5}";
+/// The same with a latency gate that tolerates a loaded machine's noise on
+/// fast providers (the healthy ramp is not about latency).
+const LOOSE_GATES: &str =
+    "gates: {window: 3s, min_requests: 20, max_error_rate_increase: 0.1, max_latency_ratio: 4}";
 
 #[tokio::test]
 async fn a_ramp_over_healthy_providers_reaches_100() {
-    let (a, b) = (mock_ms("a", 20, 0.0).await, mock_ms("b", 20, 0.0).await);
+    let (a, b) = (mock_ms("a", 50, 0.0).await, mock_ms("b", 50, 0.0).await);
     let (hook, alerts) = webhook().await;
     let yaml = progressive_config(
         &a,
         &b,
-        &format!("percentage: 0, ramp: {{steps: [10, 50, 100], bake: 2s}}, {GATES}"),
+        &format!("percentage: 0, ramp: {{steps: [10, 50, 100], bake: 2s}}, {LOOSE_GATES}"),
         &format!("alerts: {{webhook_url: {hook:?}}}\n"),
     );
     let h = start(&yaml).await;
@@ -139,7 +145,7 @@ async fn a_ramp_over_healthy_providers_reaches_100() {
     assert_eq!(s["percentage"], 10.0);
     assert!(s["ramp"]["next_at"].is_string());
     assert_eq!(s["ramp"]["steps"], json!([10.0, 50.0, 100.0]));
-    let load = Load::start(&h, 6);
+    let load = Load::start(&h, 8);
     let s = until_ramp(&h, "done", Duration::from_secs(90)).await;
     let (sent, bad) = load.stop().await;
     assert_eq!(bad, 0, "{bad} of {sent} requests failed");
