@@ -41,6 +41,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use crate::accounting::Accounting;
+use crate::audit::AuditLog;
 use crate::budget::RetryBudget;
 use crate::config::{Config, Secrets};
 use crate::control::alerts::Alerts;
@@ -128,7 +129,15 @@ pub async fn start(
         shutdown_rx.clone(),
     );
     let otel = start_otel(&cfg, &secrets)?;
+    let audit = match &cfg.audit {
+        Some(a) => Some(
+            AuditLog::start(a, metrics.audit_dropped.clone())
+                .map_err(|e| format!("audit: cannot start the writer: {e}"))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(AppState {
+        audit,
         live,
         accounting: Accounting::new(&cfg, metrics.clone()),
         budget: RetryBudget::new(

@@ -19,11 +19,15 @@ mod upstream;
 mod validate;
 
 pub use admin::{AdminConfig, AuthConfig, ClientKeyConfig};
-pub use durations::{duration, duration_opt};
+pub use durations::{byte_size, duration, duration_opt};
 pub use policy::{
-    AlertsConfig, FailoverConfig, LogConfig, LogFormat, OtelConfig, OutlierConfig, WebSocketConfig,
+    AlertsConfig, AuditConfig, FailoverConfig, LogConfig, LogFormat, OtelConfig, OutlierConfig,
+    WebSocketConfig,
 };
-pub use route::{AutoRollbackConfig, ResumeConfig, RouteConfig, SplitConfig};
+pub use route::{
+    AutoRollbackConfig, GatesConfig, RampConfig, ResumeConfig, RouteConfig, ShadowConfig,
+    SplitConfig,
+};
 pub use secrets::{resolve_env, EnvLookup, Secret, Secrets};
 pub use upstream::{
     AuthHeader, HealthConfig, PriceConfig, SimulateConfig, TimeoutsConfig, UpstreamConfig,
@@ -86,6 +90,9 @@ pub struct Config {
     /// WebSocket chat limits.
     #[serde(default)]
     pub websocket: WebSocketConfig,
+    /// The audit log (PRODUCT.md §3.11): one JSON line per finished request. Default off.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
     /// Browser origins allowed by CORS on the public listener. Default none (CORS off).
     #[serde(default)]
     pub cors_allow_origins: Vec<String>,

@@ -201,3 +201,23 @@ pub struct OtelConfig {
     #[serde(default = "defaults::otel_service_name")]
     pub service_name: String,
 }
+
+/// The audit log (PRODUCT.md §3.11): one JSON line per finished request,
+/// rotated by size. Off unless the `audit:` key is present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The file written. Default `turnout-audit.jsonl`.
+    #[serde(default = "defaults::audit_path")]
+    pub path: std::path::PathBuf,
+    /// Size beyond which the file is rotated (`path.1`, `path.2`, ...). Default 100MB.
+    #[serde(default = "defaults::audit_max_bytes", with = "super::byte_size")]
+    pub max_bytes: u64,
+    /// Rotated files kept. Default 5.
+    #[serde(default = "defaults::audit_keep")]
+    pub keep: usize,
+    /// Lines waiting for the writer; beyond it a line is dropped and counted
+    /// in `turnout_audit_dropped_total`. Default 10000.
+    #[serde(default = "defaults::audit_queue")]
+    pub queue: usize,
+}

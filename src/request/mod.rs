@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod reader;
 pub mod relay;
 pub mod resume;
+pub mod shadow;
 pub mod spans;
 pub mod sse;
 pub mod walk;

@@ -107,16 +107,18 @@ async fn serve(
     let Some(result) = or_cancel(cancel, walk).await else {
         return End::Cancelled;
     };
-    let s = match result {
+    let mut s = match result {
         Err(f) => {
             p.upstream = f.upstream;
             p.attempts = f.attempts;
+            p.records = f.records;
             return End::Failed(Fail::api(&f.error));
         }
         Ok(s) => s,
     };
     p.upstream = Some(s.upstream);
     p.attempts = s.attempts;
+    p.records = std::mem::take(&mut s.records);
     p.ttft = Some(s.ttfb);
     let span = s.span;
     match s.served {
