@@ -9,6 +9,9 @@
 #   scripts/bench.sh --no-litellm --quick --targets direct,turnout,endpoints
 #                                    CPU per request with two `endpoints` per upstream
 #                                    vs one `base_url` (target "endpoints"), same run
+#   scripts/bench.sh --targets direct,nginx,turnout,progressive --no-litellm
+#                                    Turnout with and without the audit log and shadow
+#                                    traffic ("progressive", a default target), same run
 #   TURNOUT_BASELINE_BIN=/path/to/old/turnout scripts/bench.sh --no-litellm
 #                                    also measure an older build as target "baseline"
 #
@@ -32,7 +35,7 @@ args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-litellm) litellm=0 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) args+=("$1") ;;
   esac
   shift

@@ -42,6 +42,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use crate::accounting::Accounting;
+use crate::audit::AuditLog;
 use crate::budget::RetryBudget;
 use crate::config::{Config, Secrets};
 use crate::control::alerts::Alerts;
@@ -53,6 +54,7 @@ use crate::headers::{
 };
 use crate::metrics::Metrics;
 use crate::mock::{MockServer, MockSettings};
+use crate::otel::Otel;
 use crate::request::gate::GateLayer;
 use crate::routing::Base;
 pub use crate::state::AppState;
@@ -72,12 +74,21 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops the listeners and background tasks; open requests finish first.
+    /// Stops the listeners and background tasks; open requests finish first,
+    /// then the spans still queued are exported.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for s in self.servers {
             let _ = s.await;
         }
+        let state = self.state.clone();
+        // The exporter's shutdown blocks until its last batch is sent.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(o) = &state.otel {
+                o.shutdown();
+            }
+        })
+        .await;
     }
 
     /// Resolves when a shutdown was asked for (Ctrl-C handling lives in main).
@@ -118,7 +129,16 @@ pub async fn start(
         metrics.clone(),
         shutdown_rx.clone(),
     );
+    let otel = start_otel(&cfg, &secrets)?;
+    let audit = match &cfg.audit {
+        Some(a) => Some(
+            AuditLog::start(a, metrics.audit_dropped.clone())
+                .map_err(|e| format!("audit: cannot start the writer: {e}"))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(AppState {
+        audit,
         live,
         accounting: Accounting::new(&cfg, metrics.clone()),
         budget: RetryBudget::new(
@@ -131,6 +151,7 @@ pub async fn start(
             .admin_token
             .as_ref()
             .map(|t| Sha256::digest(t.0.as_bytes()).into()),
+        otel,
     });
     let addr = public.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
@@ -151,6 +172,23 @@ pub async fn start(
         servers,
         _mocks: mocks,
     })
+}
+
+/// The span exporter when `otel` is configured and its endpoint variable set.
+fn start_otel(cfg: &Config, secrets: &Secrets) -> Result<Option<Otel>, String> {
+    let Some(o) = &cfg.otel else {
+        return Ok(None);
+    };
+    let Some(endpoint) = &secrets.otel_endpoint else {
+        tracing::warn!(var = %o.endpoint_env, "otel: tracing off, its endpoint variable is not set");
+        return Ok(None);
+    };
+    let otel = Otel::start(o, &endpoint.0)?;
+    tracing::info!(
+        sample_ratio = o.sample_ratio,
+        "otel: exporting spans (OTLP over HTTP)"
+    );
+    Ok(Some(otel))
 }
 
 /// Each upstream's endpoints as `(name, address)`: its `base_url` (named

@@ -4,9 +4,11 @@
 //! import this; it imports only what sits below them.
 
 use crate::accounting::Accounting;
+use crate::audit::AuditLog;
 use crate::budget::RetryBudget;
 use crate::control::ControlHandle;
 use crate::metrics::Metrics;
+use crate::otel::Otel;
 use crate::routing::Live;
 
 /// Shared by every request of both listeners (held in an `Arc`).
@@ -22,6 +24,11 @@ pub struct AppState {
     /// Retries allowed across all requests of this process (not per config:
     /// a reload must not refill it).
     pub budget: RetryBudget,
+    /// The audit log's queue, when `audit:` is configured.
+    pub audit: Option<AuditLog>,
     /// SHA-256 of the admin token; `None` = admin API disabled.
     pub admin_token: Option<[u8; 32]>,
+    /// The span exporter; `None` = tracing off (the request path then makes
+    /// no span at all).
+    pub otel: Option<Otel>,
 }

@@ -19,12 +19,14 @@ mod upstream;
 mod validate;
 
 pub use admin::{AdminConfig, AuthConfig, ClientKeyConfig};
-pub use durations::{duration, duration_opt};
+pub use durations::{byte_size, duration, duration_opt};
 pub use policy::{
-    AlertsConfig, FailoverConfig, LogConfig, LogFormat, OutlierConfig, WebSocketConfig,
+    AlertsConfig, AuditConfig, FailoverConfig, LogConfig, LogFormat, OtelConfig, OutlierConfig,
+    WebSocketConfig,
 };
 pub use route::{
-    AutoRollbackConfig, HedgeAfter, HedgeConfig, ResumeConfig, RouteConfig, SplitConfig,
+    AutoRollbackConfig, GatesConfig, HedgeAfter, HedgeConfig, RampConfig, ResumeConfig,
+    RouteConfig, ShadowConfig, SplitConfig,
 };
 pub use secrets::{resolve_env, EnvLookup, Secret, Secrets};
 pub use upstream::{
@@ -90,9 +92,15 @@ pub struct Config {
     /// WebSocket chat limits.
     #[serde(default)]
     pub websocket: WebSocketConfig,
+    /// The audit log (PRODUCT.md §3.11): one JSON line per finished request. Default off.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
     /// Browser origins allowed by CORS on the public listener. Default none (CORS off).
     #[serde(default)]
     pub cors_allow_origins: Vec<String>,
+    /// Request tracing (OpenTelemetry). Default none (off).
+    #[serde(default)]
+    pub otel: Option<OtelConfig>,
 }
 
 impl Config {
@@ -122,6 +130,9 @@ impl Config {
             if let Some(v) = &u.api_key_env {
                 out.push((format!("upstreams[{i}].api_key_env"), v.clone()));
             }
+        }
+        if let Some(o) = &self.otel {
+            out.push(("otel.endpoint_env".to_string(), o.endpoint_env.clone()));
         }
         out
     }

@@ -32,6 +32,9 @@ pub struct Secrets {
     pub client_keys: Vec<Secret>,
     /// Upstream keys, in `upstreams` order; `None` where no `api_key_env` is set.
     pub upstream_keys: Vec<Option<Secret>>,
+    /// OTLP endpoint (`otel.endpoint_env`); `None` = tracing off. Treated as
+    /// a secret: a collector URL may carry credentials.
+    pub otel_endpoint: Option<Secret>,
 }
 
 impl Secrets {
@@ -69,10 +72,16 @@ impl Secrets {
                 cfg.admin.listen, cfg.admin.token_env
             )));
         }
+        let otel_endpoint = cfg
+            .otel
+            .as_ref()
+            .and_then(|o| env(&o.endpoint_env))
+            .map(Secret);
         Ok(Self {
             admin_token,
             client_keys,
             upstream_keys,
+            otel_endpoint,
         })
     }
 }

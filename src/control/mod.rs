@@ -10,9 +10,13 @@
 
 pub mod alerts;
 pub mod events;
+pub mod gates;
 pub mod health;
+mod progressive;
 mod publish;
+pub mod ramp;
 pub mod rollback;
+pub mod shadow;
 mod splits;
 pub mod store;
 
@@ -23,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 pub use events::{Event, SplitChange, Trigger};
+pub use ramp::RampAction;
 
 use alerts::Alerts;
 use health::{EndpointsHealth, Verdict};
@@ -70,6 +75,20 @@ impl ControlHandle {
         .await;
         rx.await.ok().flatten()
     }
+
+    /// Starts, pauses or resumes a route's ramp; answers once the change
+    /// is published, or with why it does not apply.
+    pub async fn ramp(&self, route: RouteId, action: RampAction) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Ramp {
+            route,
+            action,
+            reply,
+        })
+        .await;
+        rx.await
+            .unwrap_or_else(|_| Err("the control task is not running".into()))
+    }
 }
 
 /// State owned by the control task.
@@ -102,7 +121,7 @@ impl Control {
             base.clone(),
             base.initial_table(),
         ));
-        let c = Self {
+        let mut c = Self {
             health: base
                 .cfg
                 .upstreams
@@ -122,6 +141,7 @@ impl Control {
             live: live.clone(),
             base,
         };
+        c.autostart_ramps();
         c.init_metrics();
         c.publish();
         (c, ControlHandle { tx }, live)
@@ -160,6 +180,7 @@ impl Control {
             }
             self.note_flip(up, before);
         }
+        changed |= self.progressive_tick(now);
         // Error rates shown in status age out even without traffic.
         changed || self.health.iter().any(|h| h.counts(now).0 > 0)
     }
@@ -196,6 +217,35 @@ impl Control {
                 flipped
             }
             ev @ Event::Outcome { .. } => self.on_outcome(ev),
+            Event::Cohort {
+                route,
+                target,
+                ok,
+                latency,
+            } => {
+                self.on_cohort(route, target, ok, latency);
+                false
+            }
+            Event::ShadowPair { route, pair } => {
+                if let Some(s) = self
+                    .splits
+                    .shadows
+                    .get_mut(route.index())
+                    .and_then(Option::as_mut)
+                {
+                    s.add(pair);
+                }
+                false
+            }
+            Event::Ramp {
+                route,
+                action,
+                reply,
+            } => {
+                // Publishes by itself, before the answer goes out.
+                self.on_ramp(route, action, reply);
+                false
+            }
             Event::SetSplit {
                 route,
                 percentage,

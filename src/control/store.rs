@@ -1,5 +1,6 @@
 //! The split store: where runtime overrides (split shares set by the admin
-//! API or an automatic rollback) are kept so they survive a restart.
+//! API or an automatic rollback, and ramp states) are kept so they survive a
+//! restart.
 //!
 //! [`SplitStore`] is the seam a shared store (Redis, for a fleet) plugs into;
 //! [`FileStore`] is the one-process store: `state_path`, written atomically
@@ -140,6 +141,25 @@ pub struct Overrides {
     /// Route name → its overridden split.
     #[serde(default)]
     pub routes: BTreeMap<String, RouteOverride>,
+    /// Route name → its ramp's state (PRODUCT.md §3.9).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ramps: BTreeMap<String, RampOverride>,
+}
+
+/// One route's ramp, as it must survive a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RampOverride {
+    /// `idle`, `running`, `paused`, `done` or `rolled_back`.
+    pub state: String,
+    /// Index of the current step.
+    #[serde(default)]
+    pub step: Option<usize>,
+    /// RFC 3339 time the next step is due (running).
+    #[serde(default)]
+    pub next_at: Option<String>,
+    /// Bake left at the current step, ms (paused).
+    #[serde(default)]
+    pub remaining_ms: Option<u64>,
 }
 
 /// One route's override.
@@ -147,7 +167,7 @@ pub struct Overrides {
 pub struct RouteOverride {
     /// Effective share, percent.
     pub percentage: f64,
-    /// `manual`, `auto` or `set`.
+    /// `manual`, `auto`, `set` or `ramp`.
     #[serde(default)]
     pub trigger: String,
     /// RFC 3339 time of the change.

@@ -1,8 +1,11 @@
 //! Operating Turnout: the admin listener ([`admin`]: metrics, status, split
-//! changes, rollbacks) and the read-only views of the public listener
-//! ([`models`]: `/v1/models`, `/v1/account`), and [`bench`]: measuring upstreams
-//! (`turnout bench`, the benchmark's load generator).
+//! changes, rollbacks; [`traffic`]: the counters behind live rates), the
+//! operator's web page ([`page`]), the read-only views of the public
+//! listener ([`models`]: `/v1/models`, `/v1/account`), and [`bench`]:
+//! measuring upstreams (`turnout bench`, the benchmark's load generator).
 
 pub mod admin;
 pub mod bench;
 pub mod models;
+pub mod page;
+pub mod traffic;

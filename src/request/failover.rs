@@ -21,6 +21,7 @@ use tower::{Layer, Service, ServiceExt};
 pub use super::attempt::{Attempt, AttemptError, Served, UpstreamService};
 use super::plan::Plan;
 use super::protocol::Protocol;
+use super::spans::{AttemptSpan, TraceParent};
 use super::walk::{AttemptRecord, Step, Walk};
 use crate::control::Event;
 use crate::error::ApiError;
@@ -41,6 +42,9 @@ pub struct ProxyCall {
     pub body: Bytes,
     /// What was read from it.
     pub facts: RequestFacts,
+    /// The request's span (tracing on only): each attempt gets a child span
+    /// and sends its `traceparent` upstream.
+    pub trace: Option<TraceParent>,
     /// Its method (`POST` for every routed request).
     pub method: Method,
     /// How the answer is read (from the path).
@@ -61,6 +65,8 @@ pub struct Success {
     pub served: Served,
     /// Every attempt, the serving one last.
     pub records: Vec<AttemptRecord>,
+    /// The serving attempt's span (tracing on only), to end with the answer.
+    pub span: Option<opentelemetry::Context>,
 }
 
 /// A request no upstream could serve.
@@ -217,32 +223,40 @@ where
             if let Some(wait) = backoff {
                 tokio::time::sleep(wait).await;
             }
-            let (record, mut result) = self.attempt(plan, &template, up, avoid).await;
+            let n = walk.attempts() + 1;
+            let (record, mut result, span) = self.attempt(&call, &template, (up, avoid), n).await;
             keep_held(&mut held, &record, &mut result);
             walk.record(record);
             if let Ok(served) = result {
-                return Ok(self.success(walk, record, served));
+                return Ok(self.success(walk, record, served, span));
             }
         }
         self.unserved(plan, walk, held)
     }
 
-    /// One attempt on `up` (an endpoint not in `avoid` when it has several):
-    /// its record, reported to metrics and health, and its result.
+    /// Attempt number `n` on `up` (an endpoint not in `avoid` when it has
+    /// several): its record, reported to metrics and health, its result, and
+    /// (tracing on) the span of a served attempt.
     pub(super) async fn attempt(
         &self,
-        plan: &Plan,
+        call: &ProxyCall,
         template: &Attempt,
-        up: UpstreamId,
-        avoid: u64,
-    ) -> (AttemptRecord, Result<Served, AttemptError>) {
+        (up, avoid): (UpstreamId, u64),
+        n: u32,
+    ) -> (
+        AttemptRecord,
+        Result<Served, AttemptError>,
+        Option<opentelemetry::Context>,
+    ) {
+        let plan = &call.plan;
         let start = Instant::now();
         let endpoint = plan.snap.pick_endpoint(up, avoid, start);
-        let attempt = Attempt {
+        let mut attempt = Attempt {
             upstream: up,
             endpoint,
             ..template.clone()
         };
+        let span = self.attempt_span(call, &mut attempt, n);
         let result = self.inner.clone().oneshot(attempt).await;
         let latency = start.elapsed();
         let record = match &result {
@@ -264,6 +278,13 @@ where
             },
         };
         self.report(plan, &record);
+        let span = span.and_then(|s| match &result {
+            Ok(served) => Some(s.served(served.status().as_u16())),
+            Err(e) => {
+                s.failed(e.outcome, e.status);
+                None
+            }
+        });
         if let Err(e) = &result {
             tracing::debug!(
                 upstream = %plan.snap.upstream(up).name,
@@ -273,11 +294,17 @@ where
                 "attempt failed"
             );
         }
-        (record, result)
+        (record, result, span)
     }
 
     /// The walk ended on `record`'s answer.
-    pub(super) fn success(&self, walk: Walk, record: AttemptRecord, served: Served) -> Success {
+    pub(super) fn success(
+        &self,
+        walk: Walk,
+        record: AttemptRecord,
+        served: Served,
+        span: Option<opentelemetry::Context>,
+    ) -> Success {
         Success {
             upstream: record.upstream,
             endpoint: record.endpoint,
@@ -285,6 +312,7 @@ where
             ttfb: record.latency,
             served,
             records: walk.into_records(),
+            span,
         }
     }
 
@@ -312,6 +340,8 @@ where
                 ttfb: h.ttfb,
                 served: h.served,
                 records: walk.into_records(),
+                // Its attempt's span ended with the attempt (a failure held back).
+                span: None,
             });
         }
         let (error, records) = walk.failure(&plan.snap);
@@ -321,6 +351,17 @@ where
             attempts,
             records,
         })
+    }
+
+    /// With tracing on, the attempt's span, whose `traceparent` the attempt
+    /// carries upstream; with it off, nothing (and nothing allocated).
+    fn attempt_span(&self, call: &ProxyCall, attempt: &mut Attempt, n: u32) -> Option<AttemptSpan> {
+        let (otel, parent) = self.app.otel.as_ref().zip(call.trace.as_ref())?;
+        let up = call.plan.snap.upstream(attempt.upstream);
+        let model = attempt.model.as_ref().map(|(m, _)| up.map_model(m));
+        let span = AttemptSpan::start(otel, parent, &up.name, model, n);
+        attempt.headers = span.headers(otel, &call.headers);
+        Some(span)
     }
 
     /// A second or later attempt: `turnout_retries_total` and the failover

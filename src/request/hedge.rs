@@ -33,20 +33,17 @@ pub const MIN_P95_DELAY: Duration = Duration::from_millis(200);
 /// `after: p95` before the upstream has any latency sample.
 pub const P95_UNKNOWN_DELAY: Duration = Duration::from_secs(2);
 
-/// An attempt in flight: its upstream, whether it is a hedge, and its end.
-type Flight<'a> = Pin<
-    Box<
-        dyn Future<
-                Output = (
-                    UpstreamId,
-                    bool,
-                    AttemptRecord,
-                    Result<Served, AttemptError>,
-                ),
-            > + Send
-            + 'a,
-    >,
->;
+/// How an attempt in flight ended: whether it was a hedge, its record, its
+/// result, and (tracing on) the span of a served attempt.
+type Landed = (
+    bool,
+    AttemptRecord,
+    Result<Served, AttemptError>,
+    Option<opentelemetry::Context>,
+);
+
+/// An attempt in flight.
+type Flight<'a> = Pin<Box<dyn Future<Output = Landed> + Send + 'a>>;
 
 /// How long the attempt on `up` may run uncommitted before a hedge starts.
 pub fn delay(cfg: &HedgeConfig, plan: &Plan, up: UpstreamId) -> Duration {
@@ -106,7 +103,8 @@ where
                 if let Some(wait) = backoff {
                     tokio::time::sleep(wait).await;
                 }
-                flying.push(self.flight(plan, &template, upstream, avoid, false));
+                let n = walk.attempts() + flying.len() as u32 + 1;
+                flying.push(self.flight(&call, &template, (upstream, avoid), n, false));
                 hedge_at =
                     (tally.launched < cfg.max).then(|| Instant::now() + delay(cfg, plan, upstream));
             }
@@ -118,12 +116,12 @@ where
                 }
             };
             tokio::select! {
-                Some((_, hedge, record, mut result)) = flying.next() => {
+                Some((hedge, record, mut result, span)) = flying.next() => {
                     keep_held(&mut held, &record, &mut result);
                     walk.record(record);
                     if let Ok(served) = result {
                         tally.won = hedge;
-                        break Some((record, served));
+                        break Some((record, served, span));
                     }
                 }
                 () = timer => {
@@ -131,7 +129,8 @@ where
                     match walk.hedge(&app.budget) {
                         Step::Try { upstream, avoid, .. } => {
                             tally.launched += 1;
-                            flying.push(self.flight(plan, &template, upstream, avoid, true));
+                            let n = walk.attempts() + flying.len() as u32 + 1;
+                            flying.push(self.flight(&call, &template, (upstream, avoid), n, true));
                             if tally.launched < cfg.max {
                                 hedge_at = Some(Instant::now() + delay(cfg, plan, upstream));
                             }
@@ -146,8 +145,8 @@ where
         drop(flying);
         self.count_hedges(plan, &tally);
         match outcome {
-            Some((record, served)) => {
-                let mut s = self.success(walk, record, served);
+            Some((record, served, span)) => {
+                let mut s = self.success(walk, record, served, span);
                 s.attempts += cancelled;
                 Ok(s)
             }
@@ -158,15 +157,15 @@ where
     /// One attempt as a future the race can poll (and drop).
     fn flight<'a>(
         &'a self,
-        plan: &'a Plan,
+        call: &'a ProxyCall,
         template: &'a Attempt,
-        up: UpstreamId,
-        avoid: u64,
+        target: (UpstreamId, u64),
+        n: u32,
         hedge: bool,
     ) -> Flight<'a> {
         Box::pin(async move {
-            let (record, result) = self.attempt(plan, template, up, avoid).await;
-            (up, hedge, record, result)
+            let (record, result, span) = self.attempt(call, template, target, n).await;
+            (hedge, record, result, span)
         })
     }
 

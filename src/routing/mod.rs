@@ -8,11 +8,13 @@
 
 pub mod balance;
 pub mod ids;
+pub mod progress;
 pub mod snapshot;
 pub mod split;
 pub mod table;
 
 pub use ids::{RouteId, UpstreamId};
+pub use progress::{CohortView, GateView, Progress, RampView, ShadowView};
 pub use snapshot::{Base, Live, Snapshot, UpstreamCounters};
 pub use table::{
     glob_match, EndpointView, HealthState, ModelMatcher, RouteView, RoutingTable, SplitView,

@@ -16,12 +16,12 @@ use super::protocol::{self, error_obj};
 use super::Conn;
 use crate::accounting::Transport;
 use crate::error::ApiError;
-use crate::openai::{Usage, UsageFields};
+use crate::openai::Usage;
 use crate::outcome::Outcome;
 use crate::request::finish::{Ending, Finish};
 use crate::request::plan::Plan;
+use crate::request::walk::AttemptRecord;
 use crate::routing::UpstreamId;
-use serde::Deserialize;
 
 /// What a request learnt before it ended.
 #[derive(Default)]
@@ -39,6 +39,8 @@ pub(crate) struct Progress {
     /// Tokens for the metrics, and the upstream's `usage` object for `done`.
     pub usage: Option<Usage>,
     pub usage_raw: Option<Value>,
+    /// Every upstream attempt, in order.
+    pub records: Vec<AttemptRecord>,
     /// Last `finish_reason` seen.
     pub finish_reason: Option<String>,
     /// The answer's text, when kept.
@@ -65,6 +67,8 @@ pub(crate) struct Fail {
     pub error: Value,
     /// How the stream broke after its first event.
     pub stream_error: Option<Outcome>,
+    /// The error's code, for the audit line.
+    pub code: &'static str,
 }
 
 impl Fail {
@@ -78,6 +82,7 @@ impl Fail {
             status: e.status.as_u16(),
             error,
             stream_error: None,
+            code: e.code,
         }
     }
 }
@@ -97,6 +102,7 @@ impl Progress {
             status: 200,
             error: error_obj(&msg, "upstream_error", "stream_interrupted", None),
             stream_error: Some(outcome),
+            code: "stream_interrupted",
         })
     }
 
@@ -107,6 +113,7 @@ impl Progress {
                 status: 200,
                 error: e,
                 stream_error: Some(Outcome::UpstreamError),
+                code: "upstream_error",
             }),
             _ => self.broke(Outcome::UpstreamError),
         }
@@ -127,6 +134,7 @@ pub(crate) fn complete(status: StatusCode, body: &[u8], p: &mut Progress) -> End
             status: code,
             error,
             stream_error: None,
+            code: "upstream_error",
         });
     }
     let choice = v.pointer("/choices/0");
@@ -135,7 +143,7 @@ pub(crate) fn complete(status: StatusCode, body: &[u8], p: &mut Progress) -> End
     let finish = choice.and_then(|c| c.get("finish_reason"));
     p.finish_reason = finish.and_then(Value::as_str).map(str::to_owned);
     if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-        p.usage = UsageFields::deserialize(u).ok().and_then(|f| f.usage());
+        p.usage = crate::openai::usage_of(u);
         p.usage_raw = Some(u.clone());
     }
     End::Done
@@ -167,17 +175,28 @@ pub(crate) async fn finish(
     end: End,
 ) -> Option<String> {
     let usage = p.usage_raw.as_ref();
-    let (status, stream_error, reply) = match &end {
+    let (status, stream_error, reply, code) = match &end {
         End::Done => {
             let reason = p.finish_reason.as_deref().unwrap_or("stop");
-            (200, None, Some(protocol::done(&job.id, reason, usage)))
+            (
+                200,
+                None,
+                Some(protocol::done(&job.id, reason, usage)),
+                None,
+            )
         }
-        End::Cancelled => (499, None, Some(protocol::done(&job.id, "cancelled", usage))),
-        End::ClientGone => (499, None, None),
+        End::Cancelled => (
+            499,
+            None,
+            Some(protocol::done(&job.id, "cancelled", usage)),
+            Some("cancelled"),
+        ),
+        End::ClientGone => (499, None, None, Some("client_gone")),
         End::Failed(f) => (
             f.status,
             f.stream_error,
             Some(protocol::error(&job.id, &f.error)),
+            Some(f.code),
         ),
     };
     let ending = Ending {
@@ -188,6 +207,10 @@ pub(crate) async fn finish(
         ttft: p.ttft,
         usage: p.usage,
         broke: stream_error,
+        records: std::mem::take(&mut p.records),
+        stream: true,
+        error: code,
+        answer: None,
     };
     fin.record(p.plan.as_ref(), &job.model, ending);
     if let Some(r) = reply {

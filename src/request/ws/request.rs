@@ -19,7 +19,6 @@ use super::outcome::{End, Fail, Progress};
 use super::protocol;
 use super::Conn;
 use crate::accounting::Transport;
-use crate::openai::UsageFields;
 use crate::outcome::Outcome;
 use crate::request::failover::{FailoverLayer, ProxyCall, Served, UpstreamService};
 use crate::request::finish::Finish;
@@ -27,7 +26,6 @@ use crate::request::gate::rate_limit;
 use crate::request::plan::{plan, split_key};
 use crate::request::protocol::Protocol;
 use crate::request::reader::{StreamReader, DRAIN};
-use serde::Deserialize;
 
 /// What the connection learns when a request task ends.
 pub(crate) struct Ended {
@@ -42,13 +40,15 @@ pub(crate) async fn run(
     job: Job,
     cancel: CancellationToken,
 ) -> Ended {
-    let fin = Finish::new(
+    let mut fin = Finish::new(
         conn.app.clone(),
         Transport::Ws,
         conn.request_id(&job.id),
         Instant::now(),
         conn.identity.as_ref().map(|i| i.index),
     );
+    // A new trace per chat request (the socket's headers carry none).
+    fin.trace_request(&conn.headers, "POST", "/v1/chat/completions");
     let mut p = Progress::default();
     let end = serve(&conn, &fin, &out, &job, &cancel, &mut p).await;
     // The upstream response (if any) is dropped by now: the provider has seen
@@ -90,6 +90,7 @@ async fn serve(
         Ok(p) => p,
         Err(e) => return End::Failed(Fail::api(&e)),
     };
+    fin.trace_planned(&job.model, &plan);
     p.plan = Some(plan.clone());
     let call = ProxyCall {
         plan: plan.clone(),
@@ -97,6 +98,7 @@ async fn serve(
         headers: conn.headers.clone(),
         body: job.body.clone(),
         facts: job.facts.clone(),
+        trace: fin.trace_parent(),
         method: axum::http::Method::POST,
         protocol: Protocol::Chat,
     };
@@ -105,11 +107,12 @@ async fn serve(
     let Some(result) = or_cancel(cancel, walk).await else {
         return End::Cancelled;
     };
-    let s = match result {
+    let mut s = match result {
         Err(f) => {
             p.upstream = f.upstream;
             p.endpoint = f.records.last().map_or(0, |r| r.endpoint);
             p.attempts = f.attempts;
+            p.records = f.records;
             return End::Failed(Fail::api(&f.error));
         }
         Ok(s) => s,
@@ -117,9 +120,12 @@ async fn serve(
     p.upstream = Some(s.upstream);
     p.endpoint = s.endpoint;
     p.attempts = s.attempts;
+    p.records = std::mem::take(&mut s.records);
     p.ttft = Some(s.ttfb);
+    let span = s.span;
     match s.served {
         Served::Complete { status, body, .. } => {
+            fin.trace_served(span, &body);
             let end = super::outcome::complete(status, &body, p);
             if let Some(text) = p.text.take().filter(|t| !t.is_empty()) {
                 let sent = send(out, cancel, protocol::delta(&job.id, &text)).await;
@@ -137,6 +143,7 @@ async fn serve(
         Served::Stream {
             first, rest, scan, ..
         } => {
+            fin.trace_served(span, &first);
             let timeouts = &plan.snap.upstream(s.upstream).timeouts;
             let deadline = fin.started() + timeouts.total;
             let reader = StreamReader::new(first, rest, scan, timeouts.idle, deadline);
@@ -188,7 +195,7 @@ async fn relay(
                 done,
             } = piece;
             if let Some(u) = usage {
-                p.usage = UsageFields::deserialize(&u).ok().and_then(|f| f.usage());
+                p.usage = crate::openai::usage_of(&u);
                 p.usage_raw = Some(u);
             }
             if let Some(e) = error {
