@@ -45,10 +45,11 @@ fn endpoint_state(status: &serde_json::Value, name: &str) -> String {
 async fn the_fast_endpoint_takes_most_requests_after_warm_up() {
     let fast = mock("fast").await;
     let slow = slow("slow", Duration::from_millis(300)).await;
+    let audit = temp_state().with_extension("audit.jsonl");
     let h = start(&relay_config(
         &[("sg", &slow), ("hk", &fast)],
         "health: {enabled: false}",
-        "",
+        &format!("audit: {{path: {:?}}}\n", audit.display().to_string()),
     ))
     .await;
     for i in 0..6 {
@@ -89,6 +90,19 @@ async fn the_fast_endpoint_takes_most_requests_after_warm_up() {
         &["upstream=\"relay\"", "endpoint=\"hk\"", "code=\"200\""],
     );
     assert_eq!(served as u64, fast.stats().chat);
+    // The audit line names the endpoint that served.
+    eventually("audit lines written", Duration::from_secs(10), || async {
+        std::fs::read_to_string(&audit).is_ok_and(|t| t.lines().count() >= 36)
+    })
+    .await;
+    let text = std::fs::read_to_string(&audit).unwrap_or_default();
+    let hk_lines = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["upstream"] == "relay" && v["endpoint"] == "hk")
+        .count();
+    assert_eq!(hk_lines as u64, fast.stats().chat);
+    let _ = std::fs::remove_file(&audit);
     h.proxy.shutdown().await;
 }
 
