@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::shot::{Sample, Shot};
 use super::stats::percentile;
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{AuthHeader, Config, UpstreamConfig};
 use crate::mock::{MockServer, MockSettings};
 use crate::outcome::Outcome;
 
@@ -65,6 +65,8 @@ struct Target {
     base_url: String,
     simulated: bool,
     key: Option<String>,
+    /// How the key is sent (`upstreams[].auth_header`).
+    auth: AuthHeader,
     model: String,
     timeout: Duration,
 }
@@ -219,6 +221,7 @@ async fn targets_of(
             base_url,
             simulated,
             key: key.clone(),
+            auth: u.auth_header,
             model: mapped.to_owned(),
             timeout: u.timeouts.total,
         })
@@ -260,15 +263,21 @@ async fn measure(
     }
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(k) = &t.key {
-        let mut v =
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
-                format!(
-                    "upstream {}: its key is not a valid header value",
-                    t.upstream
-                )
-            })?;
+        let (name, text) = match t.auth {
+            AuthHeader::Authorization => (reqwest::header::AUTHORIZATION, format!("Bearer {k}")),
+            AuthHeader::XApiKey => (
+                reqwest::header::HeaderName::from_static("x-api-key"),
+                k.clone(),
+            ),
+        };
+        let mut v = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
+            format!(
+                "upstream {}: its key is not a valid header value",
+                t.upstream
+            )
+        })?;
         v.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, v);
+        headers.insert(name, v);
     }
     let url = format!("{}/chat/completions", t.base_url.trim_end_matches('/'));
     let shot = Arc::new(Shot::new(
