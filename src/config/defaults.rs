@@ -121,3 +121,24 @@ pub fn ws_max_conversation_bytes() -> usize {
 pub fn ws_ping() -> Duration {
     Duration::from_secs(25)
 }
+pub fn redis_url_env() -> String {
+    "TURNOUT_REDIS_URL".into()
+}
+pub fn redis_key_prefix() -> String {
+    "turnout:".into()
+}
+pub fn redis_sync_interval() -> Duration {
+    Duration::from_millis(100)
+}
+pub fn redis_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+pub fn reload_interval() -> Duration {
+    Duration::from_secs(2)
+}
+pub fn shutdown_grace() -> Duration {
+    Duration::from_secs(5)
+}
+pub fn shutdown_drain() -> Duration {
+    Duration::from_secs(30)
+}

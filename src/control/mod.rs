@@ -7,14 +7,24 @@
 //! changes are persisted by the [`store`] writer, off this loop; [`alerts`]
 //! go out from their own queue. No request ever waits on it: outcomes are
 //! sent with `try_send`.
+//!
+//! A fleet shares its shares through Redis ([`shared`]: the store, and a sync
+//! task that brings the other replicas' changes in as [`Event::Shared`]). A
+//! hot reload ([`reload`]) builds a new base and hands it over as
+//! [`Event::Reload`] ([`swap`]).
 
 pub mod alerts;
 pub mod events;
 pub mod health;
+pub mod overrides;
 mod publish;
+pub mod reload;
 pub mod rollback;
+pub mod shared;
+pub mod simulated;
 mod splits;
 pub mod store;
+mod swap;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,12 +32,13 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-pub use events::{Event, SplitChange, Trigger};
+pub use events::{Event, ReloadReport, SplitChange, Trigger};
 
 use alerts::Alerts;
+use health::prober::Probes;
 use health::{UpstreamHealth, Verdict};
 use splits::Splits;
-use store::{SplitStore, StoreWriter};
+use store::{Overrides, SplitStore, StoreWriter};
 
 use crate::metrics::Metrics;
 use crate::routing::{Base, Live, RouteId, UpstreamId};
@@ -70,6 +81,13 @@ impl ControlHandle {
         .await;
         rx.await.ok().flatten()
     }
+
+    /// Swaps in a reloaded config; answers once the new snapshot is published.
+    pub async fn reload(&self, base: Arc<Base>) -> Option<ReloadReport> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Reload { base, reply }).await;
+        rx.await.ok()
+    }
 }
 
 /// State owned by the control task.
@@ -83,21 +101,26 @@ pub struct Control {
     metrics: Metrics,
     alerts: Alerts,
     rx: mpsc::Receiver<Event>,
+    /// Its own handle, for the probe loops it starts.
+    me: ControlHandle,
+    probes: Probes,
     wall_offset: (Instant, SystemTime),
 }
 
 impl Control {
-    /// Loads persisted shares from `store`, then builds and publishes the
-    /// first snapshot of `base`.
+    /// Applies the shares read from `store` (`overrides`), then builds and
+    /// publishes the first snapshot of `base`. Probes start with [`Control::run`].
     pub fn new(
         base: Arc<Base>,
+        overrides: Overrides,
         store: Arc<dyn SplitStore>,
         metrics: Metrics,
         alerts: Alerts,
     ) -> (Self, ControlHandle, Live) {
         let now = Instant::now();
-        let splits = Splits::new(&base, store.load(), now);
+        let splits = Splits::new(&base, overrides, now);
         let (tx, rx) = mpsc::channel(QUEUE);
+        let me = ControlHandle { tx };
         let live = Live::new(crate::routing::Snapshot::new(
             base.clone(),
             base.initial_table(),
@@ -115,17 +138,20 @@ impl Control {
             metrics,
             alerts,
             rx,
+            me: me.clone(),
+            probes: Probes::default(),
             wall_offset: (now, SystemTime::now()),
             live: live.clone(),
             base,
         };
         c.init_metrics();
         c.publish();
-        (c, ControlHandle { tx }, live)
+        (c, me, live)
     }
 
-    /// Runs until shutdown.
+    /// Starts the probes, then runs until shutdown (the probes stop with it).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.probes.update(&self.base, &self.me, &self.metrics);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let changed = tokio::select! {
@@ -161,11 +187,14 @@ impl Control {
         let now = Instant::now();
         match ev {
             Event::Probe {
-                upstream,
+                probe,
                 ok,
                 latency,
                 models,
             } => {
+                let Some(upstream) = self.probes.upstream_of(probe) else {
+                    return false;
+                };
                 let i = upstream.index();
                 let before = self.health[i].state();
                 let cfg = &self.base.cfg.upstreams[i].health;
@@ -221,6 +250,12 @@ impl Control {
                 self.set_share(route, percentage, trigger, None, Some(reply));
                 false
             }
+            Event::Reload { base, reply } => {
+                let report = self.swap(base);
+                let _ = reply.send(report);
+                false
+            }
+            Event::Shared(remote) => self.apply_shared(&remote),
         }
     }
 

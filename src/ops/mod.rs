@@ -3,4 +3,5 @@
 //! ([`models`]: `/v1/models`, `/v1/account`).
 
 pub mod admin;
+pub mod health;
 pub mod models;

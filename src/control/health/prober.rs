@@ -7,12 +7,12 @@ use std::time::Duration;
 use axum::http::Response;
 use http_body_util::BodyExt;
 use serde::Deserialize;
-use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::control::{ControlHandle, Event};
 use crate::metrics::Metrics;
-use crate::routing::Base;
+use crate::routing::{Base, UpstreamId};
 use crate::upstream::{Incoming, Upstream};
 
 /// Largest `/models` body read for the model list.
@@ -28,53 +28,123 @@ struct ModelEntry {
     id: String,
 }
 
-/// Starts one probe loop per upstream of `base` with probes enabled.
-pub fn spawn_all(
+/// The probe loops of the current config, by upstream index. A reload
+/// ([`Probes::update`]) keeps the loop of every upstream whose client and
+/// probe settings are unchanged and restarts only the others.
+#[derive(Default)]
+pub struct Probes {
+    loops: Vec<Option<ProbeLoop>>,
+    next_id: u64,
+}
+
+struct ProbeLoop {
+    id: u64,
+    name: Arc<str>,
+    fingerprint: u64,
+    stop: CancellationToken,
+}
+
+impl Probes {
+    /// Brings the loops in line with `base`; returns the names of the
+    /// upstreams whose probe (re)started.
+    pub fn update(
+        &mut self,
+        base: &Arc<Base>,
+        control: &ControlHandle,
+        metrics: &Metrics,
+    ) -> Vec<String> {
+        let mut old = std::mem::take(&mut self.loops);
+        let mut started = Vec::new();
+        for id in base.upstream_ids() {
+            let i = id.index();
+            let up = &base.upstreams[i];
+            let fingerprint = base.fingerprints.get(i).copied().unwrap_or_default();
+            let cfg = base.cfg.upstreams[i].health.clone();
+            let kept = old.iter_mut().find_map(|slot| {
+                slot.take_if(|l| l.name == up.name && l.fingerprint == fingerprint)
+            });
+            let running = match kept {
+                Some(l) => Some(l),
+                None if cfg.enabled => {
+                    self.next_id += 1;
+                    let stop = CancellationToken::new();
+                    let probe = self.next_id;
+                    let (b, c, m, s) = (base.clone(), control.clone(), metrics.clone(), stop.clone());
+                    tokio::spawn(probe_loop(b, id, probe, c, m, s));
+                    started.push(up.name.to_string());
+                    Some(ProbeLoop {
+                        id: probe,
+                        name: up.name.clone(),
+                        fingerprint,
+                        stop,
+                    })
+                }
+                None => None,
+            };
+            self.loops.push(running);
+        }
+        for l in old.into_iter().flatten() {
+            l.stop.cancel();
+        }
+        started
+    }
+
+    /// The upstream a probe loop reports for (`None`: a loop stopped by a reload).
+    pub fn upstream_of(&self, probe: u64) -> Option<UpstreamId> {
+        self.loops
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| l.id == probe))
+            .and_then(UpstreamId::new)
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        for l in self.loops.iter().flatten() {
+            l.stop.cancel();
+        }
+    }
+}
+
+/// Probes upstream `id` of `base` every `interval` until `stop`.
+async fn probe_loop(
     base: Arc<Base>,
+    id: UpstreamId,
+    probe_id: u64,
     control: ControlHandle,
     metrics: Metrics,
-    shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
-    for id in base.upstream_ids() {
-        let cfg = base.cfg.upstreams[id.index()].health.clone();
-        if !cfg.enabled {
-            continue;
+    let cfg = &base.cfg.upstreams[id.index()].health;
+    let up = &base.upstreams[id.index()];
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
         }
-        let (base, control, metrics, mut shutdown) = (
-            base.clone(),
-            control.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            let up = &base.upstreams[id.index()];
-            let mut tick = tokio::time::interval(cfg.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    _ = tick.tick() => {}
-                }
-                let (ok, latency, models) = probe(up, &cfg.path, cfg.timeout).await;
-                let name = &*up.name;
-                metrics
-                    .probe_duration
-                    .with_label_values(&[name])
-                    .observe(latency.as_secs_f64());
-                metrics
-                    .probes
-                    .with_label_values(&[name, if ok { "ok" } else { "fail" }])
-                    .inc();
-                control
-                    .send(Event::Probe {
-                        upstream: id,
-                        ok,
-                        latency,
-                        models,
-                    })
-                    .await;
-            }
-        });
+        let (ok, latency, models) = tokio::select! {
+            () = stop.cancelled() => return,
+            r = probe(up, &cfg.path, cfg.timeout) => r,
+        };
+        let name = &*up.name;
+        metrics
+            .probe_duration
+            .with_label_values(&[name])
+            .observe(latency.as_secs_f64());
+        metrics
+            .probes
+            .with_label_values(&[name, if ok { "ok" } else { "fail" }])
+            .inc();
+        control
+            .send(Event::Probe {
+                probe: probe_id,
+                ok,
+                latency,
+                models,
+            })
+            .await;
     }
 }
 
