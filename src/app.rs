@@ -98,7 +98,8 @@ impl Running {
             let _ = s.await;
         }
         // Upgraded connections live outside the accept loops.
-        while self.state.metrics.ws_connections.get() > 0 && tokio::time::Instant::now() < deadline {
+        while self.state.metrics.ws_connections.get() > 0 && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let _ = self.background.send(true);
@@ -260,9 +261,10 @@ fn shared_store(
     let Some(r) = &cfg.redis else {
         return Ok(None);
     };
-    let url = secrets.redis_url.as_ref().ok_or_else(|| {
-        format!("redis.url_env: env var {} is not set", r.url_env)
-    })?;
+    let url = secrets
+        .redis_url
+        .as_ref()
+        .ok_or_else(|| format!("redis.url_env: env var {} is not set", r.url_env))?;
     let link = Link::new(r, url, metrics.clone(), alerts.clone())?;
     Ok(Some(Arc::new(RedisStore::new(Arc::new(link)))))
 }

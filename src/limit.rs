@@ -55,7 +55,10 @@ impl Limits {
                     .iter()
                     .flatten()
                     .find(|l| &*l.name == name && l.rpm == rpm);
-                Some(kept.cloned().unwrap_or_else(|| Arc::new(Lease::new(name, rpm))))
+                Some(
+                    kept.cloned()
+                        .unwrap_or_else(|| Arc::new(Lease::new(name, rpm))),
+                )
             })
             .collect();
         Self {

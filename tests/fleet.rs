@@ -167,7 +167,10 @@ async fn rollback(h: &Harness) -> serde_json::Value {
 async fn served_by(h: &Harness, user: &str) -> String {
     let rsp = h.chat(user).await;
     assert_eq!(rsp.status(), 200);
-    rsp.headers()["x-turnout-upstream"].to_str().unwrap().to_owned()
+    rsp.headers()["x-turnout-upstream"]
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Time until every replica has `pct` in force (and, with `expect`, serves
@@ -175,13 +178,17 @@ async fn served_by(h: &Harness, user: &str) -> String {
 async fn propagation(fleet: &Fleet, pct: f64, expect: Option<&str>) -> Duration {
     let t0 = Instant::now();
     for h in &fleet.replicas {
-        eventually("the change reaches every replica", Duration::from_secs(10), || async {
-            share(h).await == pct
-                && match expect {
-                    Some(up) => served_by(h, "someone").await == up,
-                    None => true,
-                }
-        })
+        eventually(
+            "the change reaches every replica",
+            Duration::from_secs(10),
+            || async {
+                share(h).await == pct
+                    && match expect {
+                        Some(up) => served_by(h, "someone").await == up,
+                        None => true,
+                    }
+            },
+        )
         .await;
     }
     t0.elapsed()
@@ -200,7 +207,10 @@ async fn a_split_change_and_a_rollback_are_in_force_on_every_replica_within_a_se
     let rolled_back = propagation(&fleet, 0.0, Some("a")).await;
     eprintln!("propagation: raise {raised:?}, rollback {rolled_back:?}");
     assert!(raised < Duration::from_secs(1), "raise took {raised:?}");
-    assert!(rolled_back < Duration::from_secs(1), "rollback took {rolled_back:?}");
+    assert!(
+        rolled_back < Duration::from_secs(1),
+        "rollback took {rolled_back:?}"
+    );
     let m = fleet.replicas[1].metrics().await;
     assert_eq!(metric_sum(&m, "turnout_shared_state_up", &[]), 1.0);
     assert_eq!(
@@ -209,7 +219,10 @@ async fn a_split_change_and_a_rollback_are_in_force_on_every_replica_within_a_se
     );
     // Counted once, by the replica that rolled back.
     let m0 = fleet.replicas[0].metrics().await;
-    assert_eq!(metric_sum(&m0, "turnout_rollbacks_total", &["trigger=\"manual\""]), 0.0);
+    assert_eq!(
+        metric_sum(&m0, "turnout_rollbacks_total", &["trigger=\"manual\""]),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +232,12 @@ async fn a_replica_started_later_serves_the_shared_share_from_its_first_request(
     let mut fleet = Fleet::start(&redis, &split_route(&a, &b), 1, secrets()).await;
     set(&fleet.replicas[0], 100.0).await;
     let late = fleet.add().await;
-    let ready = late.http.get(format!("{}/ready", late.url)).send().await.unwrap();
+    let ready = late
+        .http
+        .get(format!("{}/ready", late.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(served_by(late, "first-user").await, "b");
     assert_eq!(share(late).await, 100.0);
@@ -248,8 +266,12 @@ async fn a_keys_rpm_holds_across_three_replicas_within_five_percent() {
     let mut load = Vec::new();
     for h in &fleet.replicas {
         let (url, http) = (h.url.clone(), h.http.clone());
-        let (counting, stop, admitted, refused) =
-            (counting.clone(), stop.clone(), admitted.clone(), refused.clone());
+        let (counting, stop, admitted, refused) = (
+            counting.clone(),
+            stop.clone(),
+            admitted.clone(),
+            refused.clone(),
+        );
         load.push(tokio::spawn(async move {
             // About 60 requests a second per replica: 18x the key's 10/s.
             let mut tick = tokio::time::interval(Duration::from_millis(16));
@@ -314,7 +336,9 @@ async fn a_keys_rpm_holds_across_three_replicas_within_five_percent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_under_traffic_loses_no_request_and_no_rollback() {
-    let Some(mut redis) = Redis::start() else { return };
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
     let (a, b) = (mock("a").await, mock("b").await);
     let (hook, alerts) = webhook().await;
     let body = format!("alerts: {{webhook_url: {hook:?}}}\n{}", split_route(&a, &b));
@@ -348,38 +372,54 @@ async fn redis_killed_and_restarted_under_traffic_loses_no_request_and_no_rollba
     }
     redis.kill();
     for h in &fleet.replicas {
-        eventually("every replica sees Redis gone", Duration::from_secs(10), || async {
-            metric_sum(&h.metrics().await, "turnout_shared_state_up", &[]) == 0.0
-        })
+        eventually(
+            "every replica sees Redis gone",
+            Duration::from_secs(10),
+            || async { metric_sum(&h.metrics().await, "turnout_shared_state_up", &[]) == 0.0 },
+        )
         .await;
         let ready = h.http.get(format!("{}/ready", h.url)).send().await.unwrap();
         assert_eq!(ready.status(), 200, "/ready stays 200 without Redis");
     }
     let answer = rollback(&fleet.replicas[0]).await;
     assert_eq!(answer["shared"], false, "{answer}");
-    assert_eq!(share(&fleet.replicas[0]).await, 0.0, "in force locally at once");
+    assert_eq!(
+        share(&fleet.replicas[0]).await,
+        0.0,
+        "in force locally at once"
+    );
     redis.restart();
     let back = propagation(&fleet, 0.0, Some("a")).await;
     eprintln!("rollback in force everywhere {back:?} after Redis came back");
     for h in &fleet.replicas {
-        eventually("every replica sees Redis back", Duration::from_secs(10), || async {
-            metric_sum(&h.metrics().await, "turnout_shared_state_up", &[]) == 1.0
-        })
+        eventually(
+            "every replica sees Redis back",
+            Duration::from_secs(10),
+            || async { metric_sum(&h.metrics().await, "turnout_shared_state_up", &[]) == 1.0 },
+        )
         .await;
     }
     stop.store(true, Ordering::Relaxed);
     for l in load {
         l.await.unwrap();
     }
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed during the outage");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the outage"
+    );
     assert!(served.load(Ordering::Relaxed) > 10);
-    eventually("alerts for the loss and the return", Duration::from_secs(10), || {
-        let alerts = alerts.clone();
-        async move {
-            let got = alerts.lock().unwrap();
-            let has = |e: &str| got.iter().any(|a| a["event"] == e);
-            has("shared_state_down") && has("shared_state_up")
-        }
-    })
+    eventually(
+        "alerts for the loss and the return",
+        Duration::from_secs(10),
+        || {
+            let alerts = alerts.clone();
+            async move {
+                let got = alerts.lock().unwrap();
+                let has = |e: &str| got.iter().any(|a| a["event"] == e);
+                has("shared_state_down") && has("shared_state_up")
+            }
+        },
+    )
     .await;
 }

@@ -24,7 +24,13 @@ fn no_env() -> Env {
     Arc::new(|_: &str| None)
 }
 
-fn three_upstreams(a: &MockServer, b: &MockServer, c: &MockServer, a_health: &str, split: &str) -> String {
+fn three_upstreams(
+    a: &MockServer,
+    b: &MockServer,
+    c: &MockServer,
+    a_health: &str,
+    split: &str,
+) -> String {
     config(
         &[
             upstream("a", a, a_health),
@@ -51,7 +57,13 @@ async fn twenty_reloads_under_traffic_and_open_streams_lose_nothing() {
     let (a, b, c) = (mock_with(slow).await, mock("b").await, mock("c").await);
     let yaml = |i: u32| {
         let health = format!("health: {{interval: {}ms, timeout: 50ms}}", 500 + i);
-        three_upstreams(&a, &b, &c, &health, &format!("{{target: b, percentage: {}}}", 10 + i))
+        three_upstreams(
+            &a,
+            &b,
+            &c,
+            &health,
+            &format!("{{target: b, percentage: {}}}", 10 + i),
+        )
     };
     let (h, file) = start_file(&yaml(0), secrets(), no_env()).await;
     let h = Arc::new(h);
@@ -63,8 +75,13 @@ async fn twenty_reloads_under_traffic_and_open_streams_lose_nothing() {
     );
     let mut traffic = Vec::new();
     for t in 0..4 {
-        let (h, stop, ok, failed, streams) =
-            (h.clone(), stop.clone(), ok.clone(), failed.clone(), streams.clone());
+        let (h, stop, ok, failed, streams) = (
+            h.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            streams.clone(),
+        );
         traffic.push(tokio::spawn(async move {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -75,7 +92,9 @@ async fn twenty_reloads_under_traffic_and_open_streams_lose_nothing() {
                     let status = rsp.status();
                     let body = rsp.text().await.unwrap_or_default();
                     streams.fetch_add(1, Ordering::Relaxed);
-                    status == 200 && body.trim_end().ends_with("data: [DONE]") && !body.contains("\"error\"")
+                    status == 200
+                        && body.trim_end().ends_with("data: [DONE]")
+                        && !body.contains("\"error\"")
                 } else {
                     h.chat(&user).await.status() == 200
                 };
@@ -87,9 +106,11 @@ async fn twenty_reloads_under_traffic_and_open_streams_lose_nothing() {
     for i in 1..=20 {
         // Each reload lands while streams are open and requests keep coming.
         let seen = streams.load(Ordering::Relaxed);
-        eventually("a stream ends between two reloads", Duration::from_secs(20), || async {
-            streams.load(Ordering::Relaxed) > seen
-        })
+        eventually(
+            "a stream ends between two reloads",
+            Duration::from_secs(20),
+            || async { streams.load(Ordering::Relaxed) > seen },
+        )
         .await;
         rewrite(&file, &h, &yaml(i));
         let (status, body) = reload(&h).await;
@@ -104,9 +125,15 @@ async fn twenty_reloads_under_traffic_and_open_streams_lose_nothing() {
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert_eq!(failed, 0, "{failed} failed requests ({ok} ok)");
-    assert!(ok > 40 && streams.load(Ordering::Relaxed) >= 20, "too little traffic: {ok}");
+    assert!(
+        ok > 40 && streams.load(Ordering::Relaxed) >= 20,
+        "too little traffic: {ok}"
+    );
     let m = h.metrics().await;
-    assert_eq!(metric_sum(&m, "turnout_config_reloads_total", &["result=\"ok\""]), 20.0);
+    assert_eq!(
+        metric_sum(&m, "turnout_config_reloads_total", &["result=\"ok\""]),
+        20.0
+    );
 }
 
 #[tokio::test]
@@ -114,7 +141,13 @@ async fn an_invalid_config_is_refused_naming_the_key_and_the_old_one_keeps_servi
     let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
     let good = three_upstreams(&a, &b, &c, "", "{target: b, percentage: 10}");
     let (h, file) = start_file(&good, secrets(), no_env()).await;
-    let bad = three_upstreams(&a, &b, &c, "health: {interval: 5x}", "{target: b, percentage: 10}");
+    let bad = three_upstreams(
+        &a,
+        &b,
+        &c,
+        "health: {interval: 5x}",
+        "{target: b, percentage: 10}",
+    );
     rewrite(&file, &h, &bad);
     let (status, body) = reload(&h).await;
     assert_eq!(status, 400, "{body}");
@@ -124,11 +157,23 @@ async fn an_invalid_config_is_refused_naming_the_key_and_the_old_one_keeps_servi
     rewrite(&file, &h, &good.replace("primary: a", "primary: nobody"));
     let (status, body) = reload(&h).await;
     assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("routes[0].primary"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("routes[0].primary"),
+        "{body}"
+    );
     assert_eq!(h.chat("u").await.status(), 200);
     let m = h.metrics().await;
-    assert_eq!(metric_sum(&m, "turnout_config_reloads_total", &["result=\"error\""]), 2.0);
-    assert_eq!(metric_sum(&m, "turnout_config_reloads_total", &["result=\"ok\""]), 0.0);
+    assert_eq!(
+        metric_sum(&m, "turnout_config_reloads_total", &["result=\"error\""]),
+        2.0
+    );
+    assert_eq!(
+        metric_sum(&m, "turnout_config_reloads_total", &["result=\"ok\""]),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -155,18 +200,27 @@ async fn runtime_shares_survive_a_reload_unless_the_target_changes() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["splits_reset"], serde_json::json!(["chat"]));
     let split = h.status().await["routes"][0]["split"].clone();
-    assert_eq!((split["target"].as_str(), split["percentage"].as_f64()), (Some("c"), Some(20.0)));
+    assert_eq!(
+        (split["target"].as_str(), split["percentage"].as_f64()),
+        (Some("c"), Some(20.0))
+    );
 }
 
 #[tokio::test]
 async fn env_var_secrets_are_read_again() {
     let a = mock("a").await;
     let vars: Arc<Mutex<HashMap<String, String>>> = Arc::default();
-    vars.lock().unwrap().insert("UP_KEY".into(), "sk-one".into());
+    vars.lock()
+        .unwrap()
+        .insert("UP_KEY".into(), "sk-one".into());
     let lookup = vars.clone();
     let env: Env = Arc::new(move |name: &str| lookup.lock().unwrap().get(name).cloned());
     let yaml = config(
-        &[upstream("a", &a, "api_key_env: UP_KEY, health: {enabled: false}")],
+        &[upstream(
+            "a",
+            &a,
+            "api_key_env: UP_KEY, health: {enabled: false}",
+        )],
         "{name: chat, models: ['*'], primary: a}",
     );
     let secrets = turnout::config::Secrets {
@@ -177,14 +231,22 @@ async fn env_var_secrets_are_read_again() {
     let auth = |a: &MockServer| a.last_request().unwrap().headers["authorization"].clone();
     assert_eq!(h.chat("u").await.status(), 200);
     assert_eq!(auth(&a), "Bearer sk-one");
-    vars.lock().unwrap().insert("UP_KEY".into(), "sk-two".into());
+    vars.lock()
+        .unwrap()
+        .insert("UP_KEY".into(), "sk-two".into());
     assert_eq!(reload(&h).await.0, 200);
     assert_eq!(h.chat("u").await.status(), 200);
     assert_eq!(auth(&a), "Bearer sk-two");
     vars.lock().unwrap().remove("UP_KEY");
     let (status, body) = reload(&h).await;
     assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("UP_KEY"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("UP_KEY"),
+        "{body}"
+    );
     assert!(!body.to_string().contains("sk-two"));
 }
 
@@ -218,7 +280,9 @@ async fn the_watcher_follows_a_configmap_symlink_swap() {
         config_path: Some(path),
         env: no_env(),
     };
-    let proxy = turnout::app::start_with(cfg, secrets(), public, admin, opts).await.unwrap();
+    let proxy = turnout::app::start_with(cfg, secrets(), public, admin, opts)
+        .await
+        .unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let url = format!("http://{}/v1/chat/completions", proxy.addr);
     let claude = || {
@@ -229,9 +293,11 @@ async fn the_watcher_follows_a_configmap_symlink_swap() {
     assert_eq!(claude().await.unwrap().status(), 404);
     std::os::unix::fs::symlink("v2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    eventually("the swapped config is in force", Duration::from_secs(10), || async {
-        claude().await.unwrap().status() == 200
-    })
+    eventually(
+        "the swapped config is in force",
+        Duration::from_secs(10),
+        || async { claude().await.unwrap().status() == 200 },
+    )
     .await;
     proxy.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

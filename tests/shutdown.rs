@@ -80,7 +80,11 @@ impl Turnout {
 fn config_file(yaml: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("turnout-sig-{}.yaml", fastrand::u64(..)));
     let state = p.with_extension("json");
-    std::fs::write(&p, format!("state_path: {:?}\n{yaml}", state.display().to_string())).unwrap();
+    std::fs::write(
+        &p,
+        format!("state_path: {:?}\n{yaml}", state.display().to_string()),
+    )
+    .unwrap();
     p
 }
 
@@ -93,18 +97,29 @@ async fn sigterm_turns_ready_off_at_once_lets_streams_finish_and_exits_0() {
     let mut t = Turnout::start(&path);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let url = format!("http://{}", t.addr);
-    assert_eq!(http.get(format!("{url}/ready")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{url}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let mut streams = Vec::new();
     for i in 0..3 {
         let rsp = http
             .post(format!("{url}/v1/chat/completions"))
-            .json(&serde_json::json!({"model": "gpt-4.1", "stream": true, "user": format!("u{i}"),
-                "messages": [{"role": "user", "content": "hi"}]}))
+            .json(
+                &serde_json::json!({"model": "gpt-4.1", "stream": true, "user": format!("u{i}"),
+                "messages": [{"role": "user", "content": "hi"}]}),
+            )
             .send()
             .await
             .unwrap();
         assert_eq!(rsp.status(), 200);
-        streams.push(tokio::spawn(async move { rsp.text().await.unwrap_or_default() }));
+        streams.push(tokio::spawn(
+            async move { rsp.text().await.unwrap_or_default() },
+        ));
     }
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws/chat", t.addr))
         .await
@@ -116,14 +131,28 @@ async fn sigterm_turns_ready_off_at_once_lets_streams_finish_and_exits_0() {
         if r.status() == 503 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_millis(900), "/ready still {} after SIGTERM", r.status());
+        assert!(
+            t0.elapsed() < Duration::from_millis(900),
+            "/ready still {} after SIGTERM",
+            r.status()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Still accepting during the grace.
-    assert_eq!(http.get(format!("{url}/health")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{url}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     for s in streams {
         let body = s.await.unwrap();
-        assert!(body.trim_end().ends_with("data: [DONE]"), "stream cut short: {body}");
+        assert!(
+            body.trim_end().ends_with("data: [DONE]"),
+            "stream cut short: {body}"
+        );
     }
     let close = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(Ok(m)) = ws.next().await {
@@ -149,7 +178,11 @@ async fn sighup_reloads_the_config_file() {
     let t = Turnout::start(&path);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, format!("{text}  - {{name: extra, models: ['x-*'], primary: sim}}\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("{text}  - {{name: extra, models: ['x-*'], primary: sim}}\n"),
+    )
+    .unwrap();
     t.signal("HUP");
     let admin = format!("http://{}", t.admin);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -169,6 +202,16 @@ async fn sighup_reloads_the_config_file() {
         assert!(Instant::now() < deadline, "SIGHUP did not reload: {status}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let m = http.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("turnout_config_reloads_total{result=\"ok\"} 1"), "{m}");
+    let m = http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("turnout_config_reloads_total{result=\"ok\"} 1"),
+        "{m}"
+    );
 }

@@ -65,9 +65,11 @@ impl Secrets {
             upstream_keys.push(key);
         }
         let redis_url = match &cfg.redis {
-            Some(r) => Some(Secret(
-                env(&r.url_env).ok_or_else(|| missing("redis.url_env".into(), &r.url_env))?,
-            )),
+            Some(r) => {
+                Some(Secret(env(&r.url_env).ok_or_else(|| {
+                    missing("redis.url_env".into(), &r.url_env)
+                })?))
+            }
             None => None,
         };
         let admin_token = env(&cfg.admin.token_env).map(Secret);

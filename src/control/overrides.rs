@@ -85,4 +85,3 @@ fn corrupt_copy_path(path: &Path) -> PathBuf {
     name.push(".corrupt");
     path.with_file_name(name)
 }
-

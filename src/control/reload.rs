@@ -118,7 +118,11 @@ impl Reloader {
         let _one = self.0.one_at_a_time.lock().await;
         let result = self.try_reload().await;
         let label = if result.is_ok() { "ok" } else { "error" };
-        self.0.metrics.config_reloads.with_label_values(&[label]).inc();
+        self.0
+            .metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
         match &result {
             Ok(s) => tracing::info!(
                 upstreams = s.upstreams,
@@ -135,7 +139,9 @@ impl Reloader {
     async fn try_reload(&self) -> Result<ReloadSummary, String> {
         let inner = &self.0;
         let Some(path) = &inner.path else {
-            return Err("no config file to reload: this process was started from a config in memory".into());
+            return Err(
+                "no config file to reload: this process was started from a config in memory".into(),
+            );
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
@@ -149,7 +155,13 @@ impl Reloader {
         let linger = cfg.shutdown.drain;
         let (urls, retired) = inner.sims.resolve(&cfg).await?;
         let cfg = Arc::new(cfg);
-        let built = build_base(cfg.clone(), &secrets, &urls, inner.fleet, Some(current.limits()));
+        let built = build_base(
+            cfg.clone(),
+            &secrets,
+            &urls,
+            inner.fleet,
+            Some(current.limits()),
+        );
         let base = match built {
             Ok(b) => Arc::new(b),
             Err(e) => {

@@ -241,7 +241,10 @@ impl Control {
             if let Some(w) = self.splits.watches[i].as_mut() {
                 w.reset();
             }
-            self.splits.overrides.routes.insert(name.to_string(), o.clone());
+            self.splits
+                .overrides
+                .routes
+                .insert(name.to_string(), o.clone());
             tracing::info!(route = %name, before, after, trigger = %o.trigger, "split changed by another replica");
             changed = true;
         }

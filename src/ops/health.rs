@@ -49,5 +49,9 @@ pub async fn upstreams(State(app): State<Arc<AppState>>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     };
-    (code, axum::Json(json!({"status": status, "upstreams": list}))).into_response()
+    (
+        code,
+        axum::Json(json!({"status": status, "upstreams": list})),
+    )
+        .into_response()
 }

@@ -133,7 +133,10 @@ pub async fn start_file(
 
 /// Rewrites a config file started with [`start_file`] (same `state_path`).
 pub fn rewrite(file: &std::path::Path, h: &Harness, yaml: &str) {
-    let full = format!("state_path: {:?}\n{yaml}", h.state_path.display().to_string());
+    let full = format!(
+        "state_path: {:?}\n{yaml}",
+        h.state_path.display().to_string()
+    );
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, full).expect("write config");
     std::fs::rename(&tmp, file).expect("replace config");

@@ -69,7 +69,8 @@ impl Probes {
                     self.next_id += 1;
                     let stop = CancellationToken::new();
                     let probe = self.next_id;
-                    let (b, c, m, s) = (base.clone(), control.clone(), metrics.clone(), stop.clone());
+                    let (b, c, m, s) =
+                        (base.clone(), control.clone(), metrics.clone(), stop.clone());
                     tokio::spawn(probe_loop(b, id, probe, c, m, s));
                     started.push(up.name.to_string());
                     Some(ProbeLoop {

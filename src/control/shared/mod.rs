@@ -73,7 +73,9 @@ impl Link {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(bad)?;
-        metrics.expose_shared_state().map_err(|e| format!("metrics: {e}"))?;
+        metrics
+            .expose_shared_state()
+            .map_err(|e| format!("metrics: {e}"))?;
         Ok(Self {
             conn,
             prefix: cfg.key_prefix.clone(),
@@ -142,8 +144,13 @@ impl Link {
                 ),
             )
         };
-        self.alerts
-            .send(Alert::new(event, text, None, None, if up { "up" } else { "down" }));
+        self.alerts.send(Alert::new(
+            event,
+            text,
+            None,
+            None,
+            if up { "up" } else { "down" },
+        ));
     }
 }
 

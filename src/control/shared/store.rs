@@ -82,7 +82,9 @@ impl RedisStore {
                 Ok(v) => {
                     o.routes.insert(route, v);
                 }
-                Err(e) => tracing::warn!(route = %route, "ignoring an unreadable shared split: {e}"),
+                Err(e) => {
+                    tracing::warn!(route = %route, "ignoring an unreadable shared split: {e}")
+                }
             }
         }
         Some(o)

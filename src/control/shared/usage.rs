@@ -9,7 +9,12 @@ use super::Link;
 use crate::accounting::Accounting;
 use crate::config::Config;
 
-const FIELDS: [&str; 4] = ["requests", "prompt_tokens", "completion_tokens", "cost_nano_usd"];
+const FIELDS: [&str; 4] = [
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_nano_usd",
+];
 
 /// Pushes each key's new usage and reads the fleet's totals back.
 pub async fn push(link: &Link, accounting: &Accounting, cfg: &Config) {
