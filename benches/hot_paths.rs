@@ -130,11 +130,13 @@ fn parse(c: &mut Criterion) {
         .and_then(|f| f.model_span)
         .unwrap_or((0, 0));
     g.bench_function("with_model_rewrite", |b| {
-        b.iter(|| turnout::openai::with_model(black_box(&body), span, black_box("gpt-4.1-mini")))
+        b.iter(|| {
+            turnout::openai::with_model(black_box(&body), span, black_box("gpt-4.1-mini"), false)
+        })
     });
     let response = br#"{"id":"chatcmpl-mock-1","object":"chat.completion","created":1795309792,"model":"gpt-4.1","system_fingerprint":"mock","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from mock. the quick brown fox jumps over a lazy dog while turnout routes every request to safety the quick brown "},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":20,"total_tokens":44}}"#;
-    g.bench_function("response_usage_415b", |b| {
-        b.iter(|| turnout::openai::response_usage(black_box(response)))
+    g.bench_function("read_answer_415b", |b| {
+        b.iter(|| turnout::openai::read_answer(black_box(response)))
     });
     g.finish();
 }
@@ -144,28 +146,34 @@ fn sse(c: &mut Criterion) {
     let whole: Vec<u8> = events.concat();
     let mut g = c.benchmark_group("sse");
     g.throughput(Throughput::Bytes(whole.len() as u64));
-    // One chunk per event, as a provider usually flushes.
+    // One chunk per event, as a provider usually flushes; the first event is
+    // the commit point, as after prefetch.
+    use turnout::request::protocol::{Protocol, StreamScan};
     g.bench_function("scan_per_event", |b| {
         b.iter(|| {
-            let mut s = turnout::request::sse::SseScanner::default();
+            let mut s = StreamScan::new(Protocol::Chat, true);
             for e in &events {
                 s.feed(black_box(e));
             }
-            (s.done, s.usage)
+            (s.stop(), s.usage())
         })
     });
     // Events split across chunk boundaries (a relay that re-chunks).
     g.bench_function("scan_split_97b", |b| {
         b.iter(|| {
-            let mut s = turnout::request::sse::SseScanner::default();
+            let mut s = StreamScan::new(Protocol::Chat, true);
             for c in whole.chunks(97) {
                 s.feed(black_box(c));
             }
-            (s.done, s.usage)
+            (s.stop(), s.usage())
         })
     });
-    g.bench_function("first_event", |b| {
-        b.iter(|| turnout::request::sse::has_first_event(black_box(&events[0])))
+    g.bench_function("commit_point", |b| {
+        b.iter(|| {
+            let mut s = StreamScan::new(Protocol::Chat, true);
+            s.feed(black_box(&events[0]));
+            s.committed()
+        })
     });
     g.finish();
 }

@@ -11,7 +11,8 @@
 //!    the key's rate limit (`rpm`; 429 + `Retry-After`), and
 //!    `x-turnout-attempts` on every answer, errors included
 //! 5. edge (`request/http.rs`; WebSocket: `request/ws/`): body limit (413) →
-//!    parse (400) → plan: route (404), split key, chain (`request/plan.rs`)
+//!    parse (400) → plan: route (404), split key, chain (`request/plan.rs`);
+//!    a request that names no model is a pass-through (`request/passthrough.rs`)
 //! 6. `FailoverLayer` → `Failover` (`request/failover.rs`): drives the walk
 //!    (`request/walk.rs`); the one layer that retries
 //! 7. leaf `UpstreamService`: one attempt on one upstream (`request/attempt.rs`)
@@ -28,7 +29,7 @@ use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method};
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use axum::Router;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -44,14 +45,18 @@ use crate::accounting::Accounting;
 use crate::budget::RetryBudget;
 use crate::config::{Config, Secrets};
 use crate::control::alerts::Alerts;
-use crate::control::reload::{build_base, Env, Reloader, ReloaderParts};
+/// Where env-var secrets are read (tests pass a map).
+pub use crate::control::reload::Env;
+use crate::control::reload::{build_base, Reloader, ReloaderParts};
 use crate::control::shared::limits::Refill;
 use crate::control::shared::{Link, RedisStore};
 use crate::control::simulated::Simulated;
 use crate::control::store::{FileStore, SplitStore};
 use crate::control::Control;
 use crate::error::ApiError;
-use crate::headers::{ATTEMPTS_HEADER, REQUEST_ID_HEADER, UPSTREAM_HEADER};
+use crate::headers::{
+    ATTEMPTS_HEADER, REQUEST_ID_HEADER, TURNOUT_REQUEST_ID_HEADER, UPSTREAM_HEADER,
+};
 use crate::metrics::Metrics;
 use crate::request::gate::GateLayer;
 pub use crate::state::AppState;
@@ -305,9 +310,13 @@ pub fn public_router(state: Arc<AppState>, cfg: &Config) -> Router {
         )
         .route("/ready", get(crate::ops::health::ready))
         .route("/health/upstreams", get(crate::ops::health::upstreams))
-        .route("/v1/models", get(crate::ops::models::list))
+        // Other methods on Turnout's own `/v1/` paths pass through too.
+        .route(
+            "/v1/models",
+            get(crate::ops::models::list).fallback(crate::request::http::handle),
+        )
         .route("/v1/account", get(crate::ops::models::account))
-        .route("/v1/{*rest}", post(crate::request::http::handle))
+        .route("/v1/{*rest}", any(crate::request::http::handle))
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state.clone());
@@ -330,9 +339,20 @@ pub fn public_router(state: Arc<AppState>, cfg: &Config) -> Router {
             .collect();
         let cors = CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::DELETE,
+                Method::PUT,
+                Method::PATCH,
+                Method::HEAD,
+            ])
             .allow_headers(tower_http::cors::Any)
-            .expose_headers([UPSTREAM_HEADER.clone(), ATTEMPTS_HEADER.clone()]);
+            .expose_headers([
+                UPSTREAM_HEADER.clone(),
+                ATTEMPTS_HEADER.clone(),
+                TURNOUT_REQUEST_ID_HEADER.clone(),
+            ]);
         ws.fallback_service(outer.layer(cors).layer(gate).service(routes))
     }
 }

@@ -69,10 +69,17 @@ impl RetryBudget {
 
     /// Takes one retry token; false when the budget is spent.
     pub fn try_withdraw(&self) -> bool {
+        self.try_withdraw_keeping(0)
+    }
+
+    /// Takes one retry token only if `reserve` more stay after it (a retry
+    /// on the same upstream must not spend the token that moving on needs).
+    pub fn try_withdraw_keeping(&self, reserve: i64) -> bool {
         self.refill();
+        let need = (1 + reserve.max(0)) * MILLI;
         self.balance
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                (b >= MILLI).then_some(b - MILLI)
+                (b >= need).then_some(b - MILLI)
             })
             .is_ok()
     }

@@ -11,10 +11,17 @@ pub static ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-turnout-atte
 /// `x-request-id`: the request's id (the client's, or one Turnout made), echoed back and logged.
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
+/// `x-turnout-request-id`: Turnout's request id, on every answer of the
+/// proxy path (`x-request-id` is the provider's when it sent one).
+pub static TURNOUT_REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-turnout-request-id");
+
 /// Adds the `x-turnout-*` headers to an answer of the proxy path.
-pub fn decorate(h: &mut HeaderMap, upstream: Option<&str>, attempts: u32) {
+pub fn decorate(h: &mut HeaderMap, upstream: Option<&str>, attempts: u32, request_id: &str) {
     if let Some(name) = upstream.and_then(|n| HeaderValue::from_str(n).ok()) {
         h.insert(UPSTREAM_HEADER.clone(), name);
     }
     h.insert(ATTEMPTS_HEADER.clone(), HeaderValue::from(attempts));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        h.insert(TURNOUT_REQUEST_ID_HEADER.clone(), id);
+    }
 }

@@ -24,23 +24,23 @@
 //! [`request::reader`]; [`request::finish`] records the end. HTTP
 //! ([`request::http`]) and WebSocket ([`request::ws`]) differ only at their
 //! edges.
-pub mod accounting;
+pub(crate) mod accounting;
 pub mod app;
-pub mod auth;
-pub mod budget;
+pub(crate) mod auth;
+pub(crate) mod budget;
 pub mod config;
-pub mod control;
-pub mod error;
-pub mod headers;
-pub mod limit;
+pub(crate) mod control;
+pub(crate) mod error;
+pub(crate) mod headers;
+pub(crate) mod limit;
 pub mod logfmt;
 pub mod metrics;
 pub mod mock;
 pub mod openai;
-pub mod ops;
-pub mod outcome;
+pub(crate) mod ops;
+pub(crate) mod outcome;
 pub mod request;
 pub mod routing;
-pub mod serve;
+pub(crate) mod serve;
 pub mod state;
 pub mod upstream;

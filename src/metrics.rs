@@ -63,6 +63,9 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Streams that ended with an error event after the first byte.
     pub stream_errors: IntCounterVec,
+    /// Broken streams continued by another upstream (`resumed`), whose
+    /// continuation broke too (`failed`), or that none could continue (`unavailable`).
+    pub stream_resumes: IntCounterVec,
     /// Open WebSocket connections.
     pub ws_connections: IntGauge,
     /// Process start, unix seconds.
@@ -154,6 +157,9 @@ impl Metrics {
             rate_limited: reg!(registry, IntCounterVec::new(
                 Opts::new("turnout_rate_limited_total", "Requests refused by a client key's rate limit."),
                 &["key"])),
+            stream_resumes: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_stream_resumes_total", "Streams broken after they began, by what mid-stream resume made of them (resumed, failed, unavailable)."),
+                &["route", "outcome"])),
             stream_errors: reg!(registry, IntCounterVec::new(
                 Opts::new("turnout_stream_errors_total", "Streams ended with an error event after the first byte."),
                 &["route", "upstream", "reason"])),

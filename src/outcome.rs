@@ -37,15 +37,22 @@ pub enum Outcome {
     IdleTimeout,
     /// A stream ran past `timeouts.total`.
     TotalTimeout,
-    /// A stream's body ended before its clean end.
+    /// A stream's body ended before its protocol's clean end (PRODUCT.md §3.7).
     EofWithoutDone,
-    /// The upstream reported an error inside its stream.
+    /// The upstream reported an error inside its stream, or a 2xx whose body
+    /// is an error (a top-level `error`, a failed Responses object).
     UpstreamError,
+    /// `400 context_length_exceeded`: the request is too long for this
+    /// upstream (another may have a longer context). Not a health failure.
+    ContextLengthExceeded,
+    /// A stream that ended cleanly with nothing in it (no content, no tool
+    /// call, no finish reason): an empty answer, tried elsewhere.
+    EmptyAnswer,
 }
 
 impl Outcome {
     /// Every outcome, for label checks and for exposing every series at 0.
-    pub const ALL: [Outcome; 15] = [
+    pub const ALL: [Outcome; 17] = [
         Self::Ok,
         Self::Http429,
         Self::Http5xx,
@@ -61,6 +68,8 @@ impl Outcome {
         Self::TotalTimeout,
         Self::EofWithoutDone,
         Self::UpstreamError,
+        Self::ContextLengthExceeded,
+        Self::EmptyAnswer,
     ];
 
     /// The metric label and log word (bounded, fixed).
@@ -81,6 +90,8 @@ impl Outcome {
             Self::TotalTimeout => "total_timeout",
             Self::EofWithoutDone => "eof_without_done",
             Self::UpstreamError => "upstream_error",
+            Self::ContextLengthExceeded => "context_length_exceeded",
+            Self::EmptyAnswer => "empty_answer",
         }
     }
 
@@ -95,15 +106,36 @@ impl Outcome {
         matches!(self, Self::Timeout | Self::IdleTimeout | Self::TotalTimeout)
     }
 
+    /// A 5xx or a broken connection before the response started: worth one
+    /// more try on the same upstream (`failover.same_upstream_retries`). A
+    /// refused connect moves on at once (the port is closed; a retry would be
+    /// refused too), and so does a timeout.
+    pub fn retries_same_upstream(self) -> bool {
+        matches!(self, Self::Http5xx | Self::ConnectionError | Self::Reset)
+    }
+
     /// True for `429`: counted apart from failures (no ejection), cools the upstream.
     pub fn is_throttled(self) -> bool {
         self == Self::Http429
     }
 
     /// Whether the upstream served: anything else is evidence against its health
-    /// (except [`Outcome::Http429`], see [`Outcome::is_throttled`]).
+    /// (except [`Outcome::Http429`], see [`Outcome::is_throttled`], and
+    /// [`Outcome::ContextLengthExceeded`], see [`Outcome::is_healthy`]).
     pub fn is_ok(self) -> bool {
         self == Self::Ok
+    }
+
+    /// The upstream works, whatever became of the request: a success, or an
+    /// answer that is about the request (too long for it), not about the upstream.
+    pub fn is_healthy(self) -> bool {
+        matches!(self, Self::Ok | Self::ContextLengthExceeded)
+    }
+
+    /// This request should not try that upstream again (it said 429, or the
+    /// request is too long for it).
+    pub fn excludes_upstream(self) -> bool {
+        matches!(self, Self::Http429 | Self::ContextLengthExceeded)
     }
 
     /// What a client-facing message says about a stream that broke after it began.
@@ -111,7 +143,8 @@ impl Outcome {
         match self {
             Self::IdleTimeout => "no data within the idle timeout",
             Self::TotalTimeout => "the stream exceeded the total timeout",
-            Self::EofWithoutDone => "stream ended without [DONE]",
+            Self::EofWithoutDone => "the stream ended before its clean end",
+            Self::EmptyAnswer => "the answer was empty",
             Self::UpstreamError => "the upstream sent an error event",
             Self::InvalidResponse => "the upstream sent something that is not SSE JSON",
             Self::Timeout => "timeout",

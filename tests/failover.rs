@@ -64,7 +64,10 @@ async fn primary_errors_fail_over_to_the_fallback() {
     ] {
         let (a, b) = pair().await;
         a.set_fault(FaultScope::Chat, Some(fault.clone()));
-        let h = start(&pair_config(&a, &b, "")).await;
+        // One attempt each: the retry on the same upstream (default 1) has
+        // its own test in tests/rescue.rs.
+        let no_retry = "failover: {same_upstream_retries: 0}\n";
+        let h = start(&format!("{no_retry}{}", pair_config(&a, &b, ""))).await;
         assert_served_by_fallback(&h).await;
         assert_eq!(a.stats().chat, 1, "{fault:?}");
         let m = h.metrics().await;

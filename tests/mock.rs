@@ -129,16 +129,18 @@ async fn chat_stream_chunks_usage_and_done() -> Res {
     ] {
         let text = stream_text(&m, extra, true).await?;
         let ev = events(&text);
-        assert_eq!(ev.len(), 8 + 3, "{text}");
-        assert_eq!(ev[10], "[DONE]");
-        let chunks: Vec<Value> = ev[..10]
+        // A role-only preamble, 8 content chunks, the finish, usage, [DONE].
+        assert_eq!(ev.len(), 1 + 8 + 3, "{text}");
+        assert_eq!(ev[11], "[DONE]");
+        let chunks: Vec<Value> = ev[..11]
             .iter()
             .map(|e| serde_json::from_str(e))
             .collect::<Result<_, _>>()?;
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "");
         assert_eq!(chunks[0]["object"], "chat.completion.chunk");
         assert_eq!(chunks[0]["model"], "m1");
-        let joined: String = chunks[..8]
+        let joined: String = chunks[1..9]
             .iter()
             .map(|c| {
                 c["choices"][0]["delta"]["content"]
@@ -151,18 +153,18 @@ async fn chat_stream_chunks_usage_and_done() -> Res {
             Value::String(joined),
             plain["choices"][0]["message"]["content"]
         );
-        assert_eq!(chunks[8]["choices"][0]["finish_reason"], "stop");
-        assert_eq!(chunks[8]["choices"][0]["delta"], json!({}));
-        assert_eq!(chunks[9]["choices"], json!([]));
+        assert_eq!(chunks[9]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(chunks[9]["choices"][0]["delta"], json!({}));
+        assert_eq!(chunks[10]["choices"], json!([]));
         assert_eq!(
-            chunks[9]["usage"],
+            chunks[10]["usage"],
             json!({"prompt_tokens": 2, "completion_tokens": 8, "total_tokens": 10})
         );
     }
     let text = stream_text(&m, &[("x-mock-chunks", "2")], false).await?;
     assert_eq!(
         events(&text).len(),
-        2 + 2,
+        1 + 2 + 2,
         "no usage chunk without include_usage"
     );
     assert_eq!(m.stats().completed, 4);

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::*;
 use reqwest::Method;
-use turnout::control::reload::Env;
+use turnout::app::Env;
 use turnout::mock::{MockServer, MockSettings};
 
 fn no_env() -> Env {

@@ -222,7 +222,13 @@ async fn closing_the_socket_cancels_its_upstream_requests() {
 
 #[tokio::test]
 async fn an_upstream_failing_before_the_first_delta_is_replaced_invisibly() {
-    let h = Harness::start(Opts::default()).await;
+    // One attempt each: the retry on the same upstream (default 1) has its
+    // own test in tests/rescue.rs.
+    let h = Harness::start(Opts {
+        failover: "{same_upstream_retries: 0}",
+        ..Opts::default()
+    })
+    .await;
     h.primary.set_fault(
         FaultScope::Chat,
         Some(Fault::Status {

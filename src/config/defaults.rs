@@ -79,6 +79,9 @@ pub fn backoff_max() -> Duration {
 pub fn retry_after_max() -> Duration {
     Duration::from_secs(60)
 }
+pub fn same_upstream_retries() -> u32 {
+    1
+}
 pub fn consecutive_failures() -> u32 {
     5
 }

@@ -25,9 +25,11 @@ pub use fleet::{RedisConfig, ReloadConfig, ShutdownConfig};
 pub use policy::{
     AlertsConfig, FailoverConfig, LogConfig, LogFormat, OutlierConfig, WebSocketConfig,
 };
-pub use route::{AutoRollbackConfig, RouteConfig, SplitConfig};
+pub use route::{AutoRollbackConfig, ResumeConfig, RouteConfig, SplitConfig};
 pub use secrets::{resolve_env, EnvLookup, Secret, Secrets};
-pub use upstream::{HealthConfig, PriceConfig, SimulateConfig, TimeoutsConfig, UpstreamConfig};
+pub use upstream::{
+    AuthHeader, HealthConfig, PriceConfig, SimulateConfig, TimeoutsConfig, UpstreamConfig,
+};
 
 /// A config problem that names the key (and line when known) and what is expected.
 #[derive(Debug)]
@@ -67,6 +69,10 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Model patterns → chains of upstreams.
     pub routes: Vec<RouteConfig>,
+    /// The route whose primary (and, for GET/HEAD/DELETE, fallbacks) serve
+    /// pass-through requests (PRODUCT.md §3.3). Default: the first route.
+    #[serde(default)]
+    pub passthrough_route: Option<String>,
     /// How a request walks its chain.
     #[serde(default)]
     pub failover: FailoverConfig,

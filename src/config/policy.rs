@@ -28,6 +28,14 @@ pub struct FailoverConfig {
     /// Longest `Retry-After` honoured. Default 60s.
     #[serde(default = "defaults::retry_after_max", with = "duration")]
     pub retry_after_max: Duration,
+    /// Retries on the same upstream after a 5xx or a connection error before
+    /// the response starts, before moving on (timeouts move on at once). Default 1.
+    #[serde(default = "defaults::same_upstream_retries")]
+    pub same_upstream_retries: u32,
+    /// A 429 whose `Retry-After` is at most this is waited out and retried on
+    /// the same upstream; a longer one moves on at once. Default 0 (never wait).
+    #[serde(default, with = "duration")]
+    pub retry_after_wait_max: Duration,
 }
 
 impl Default for FailoverConfig {
@@ -39,6 +47,8 @@ impl Default for FailoverConfig {
             backoff_base: defaults::backoff_base(),
             backoff_max: defaults::backoff_max(),
             retry_after_max: defaults::retry_after_max(),
+            same_upstream_retries: defaults::same_upstream_retries(),
+            retry_after_wait_max: Duration::ZERO,
         }
     }
 }
@@ -155,6 +165,10 @@ pub struct WebSocketConfig {
     /// Ping period. Default 25s.
     #[serde(default = "defaults::ws_ping", with = "duration")]
     pub ping_interval: Duration,
+    /// Model of a request that names none, on a socket opened without
+    /// `?model=`. Default none (such a request gets an `error`).
+    #[serde(default)]
+    pub default_model: Option<String>,
 }
 
 impl Default for WebSocketConfig {
@@ -165,6 +179,7 @@ impl Default for WebSocketConfig {
             max_turns: defaults::ws_max_turns(),
             max_conversation_bytes: defaults::ws_max_conversation_bytes(),
             ping_interval: defaults::ws_ping(),
+            default_model: None,
         }
     }
 }

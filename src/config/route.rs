@@ -21,6 +21,19 @@ pub struct RouteConfig {
     pub fallbacks: Vec<String>,
     /// Share of users sent to another upstream first.
     pub split: Option<SplitConfig>,
+    /// Mid-stream resume of broken streams (opt-in).
+    #[serde(default)]
+    pub resume: ResumeConfig,
+}
+
+/// Mid-stream resume (PRODUCT.md §4): a chat stream that breaks after it began
+/// is continued by the next upstream of the chain that declares `prefill: true`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeConfig {
+    /// Off by default.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// A migration share (§3.2).

@@ -15,8 +15,12 @@ pub struct UpstreamConfig {
     pub name: String,
     /// e.g. `https://api.openai.com/v1`. Optional only with `simulate`.
     pub base_url: Option<String>,
-    /// Env var holding this upstream's key; absent = no `Authorization` sent.
+    /// Env var holding this upstream's key; absent = no key sent.
     pub api_key_env: Option<String>,
+    /// How the key is sent: `authorization` (`Authorization: Bearer KEY`,
+    /// the default) or `x-api-key` (Anthropic-style).
+    #[serde(default)]
+    pub auth_header: AuthHeader,
     /// Client model name → this upstream's model name.
     #[serde(default)]
     pub model_map: BTreeMap<String, String>,
@@ -31,6 +35,22 @@ pub struct UpstreamConfig {
     pub pricing: BTreeMap<String, PriceConfig>,
     /// Serve this upstream from a built-in simulated provider inside the process.
     pub simulate: Option<SimulateConfig>,
+    /// It continues a trailing assistant turn (assistant prefill), so it can
+    /// finish a stream another upstream broke (`routes[].resume`). Default false.
+    #[serde(default)]
+    pub prefill: bool,
+}
+
+/// The header that carries an upstream's key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AuthHeader {
+    /// `Authorization: Bearer KEY`.
+    #[default]
+    #[serde(rename = "authorization")]
+    Authorization,
+    /// `x-api-key: KEY`.
+    #[serde(rename = "x-api-key")]
+    XApiKey,
 }
 
 /// Price of one model, USD per 1M tokens.

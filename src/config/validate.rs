@@ -26,6 +26,13 @@ impl Config {
         if let Some(url) = &self.alerts.webhook_url {
             check_url("alerts.webhook_url", url)?;
         }
+        if let Some(name) = &self.passthrough_route {
+            if !self.routes.iter().any(|r| &r.name == name) {
+                return Err(err(format!(
+                    "passthrough_route: no route named {name:?}; expected one of the routes[].name"
+                )));
+            }
+        }
         if self.max_body_bytes == 0 {
             return Err(err("max_body_bytes: expected a positive number of bytes"));
         }

@@ -235,7 +235,7 @@ impl Control {
                 if ejected {
                     changed |= self.roll_back_routes_targeting(upstream);
                 }
-                if in_split && !outcome.is_throttled() {
+                if in_split && !outcome.excludes_upstream() {
                     changed |= self.watch_target(route, upstream, outcome.is_ok(), ttfb);
                 }
                 changed

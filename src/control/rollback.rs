@@ -48,11 +48,6 @@ impl RollbackWatch {
         None
     }
 
-    /// Whether automatic rollback is on for this route.
-    pub fn enabled(&self) -> bool {
-        self.cfg.enabled
-    }
-
     /// Forgets the window (after a change of share).
     pub fn reset(&mut self) {
         self.window.clear();

@@ -150,6 +150,69 @@ async fn write_loop(store: Arc<dyn SplitStore>, pending: Arc<Mutex<Pending>>, wa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::UpstreamId;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts writes; fails them when asked.
+    struct Fake {
+        writes: AtomicUsize,
+        fail: bool,
+    }
+
+    impl SplitStore for Fake {
+        fn load(&self) -> BoxFuture<'_, Overrides> {
+            Box::pin(async { Overrides::default() })
+        }
+        fn save(&self, _: Overrides) -> BoxFuture<'_, std::io::Result<()>> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            let fail = self.fail;
+            Box::pin(async move {
+                if fail {
+                    Err(std::io::Error::other("disk full"))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+    }
+
+    fn view() -> SplitView {
+        SplitView {
+            target: UpstreamId::new(1).unwrap(),
+            percentage: 30.0,
+            configured_percentage: 10.0,
+        }
+    }
+
+    async fn change(w: &StoreWriter) -> SplitChange {
+        let (tx, rx) = oneshot::channel();
+        w.save(Overrides::default(), Some((tx, view())));
+        rx.await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_answer_comes_after_the_write_and_says_whether_it_took() {
+        let ok = Arc::new(Fake {
+            writes: AtomicUsize::new(0),
+            fail: false,
+        });
+        let w = StoreWriter::start(ok.clone());
+        let c = change(&w).await;
+        assert!(c.persisted);
+        assert_eq!(c.view.percentage, 30.0);
+        assert_eq!(ok.writes.load(Ordering::SeqCst), 1);
+
+        let bad = Arc::new(Fake {
+            writes: AtomicUsize::new(0),
+            fail: true,
+        });
+        let w = StoreWriter::start(bad.clone());
+        assert!(!change(&w).await.persisted, "in force, but not persisted");
+        assert_eq!(bad.writes.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn round_trip_and_corrupt_file() {

@@ -40,9 +40,11 @@ pub(crate) fn piece(name: &str, i: u32) -> String {
 
 /// The generated answer for one chunk count, escaped once and reused.
 pub(crate) struct Script {
-    /// One JSON `delta` object per streamed content event.
+    /// One JSON `delta` object per streamed chat content event.
     pub deltas: Vec<String>,
-    /// The whole answer (concatenation of the deltas), JSON-quoted.
+    /// Each piece of the answer as a JSON string (Responses and Messages deltas).
+    pub pieces: Vec<String>,
+    /// The whole answer (concatenation of the pieces), JSON-quoted.
     pub full: String,
     /// Completion token count.
     pub chunks: u32,
@@ -52,18 +54,18 @@ impl Script {
     /// Builds the answer of `chunks` pieces for instance `name`.
     pub fn new(name: &str, chunks: u32) -> Self {
         let mut full = String::new();
-        let mut deltas = Vec::with_capacity(chunks.max(1) as usize);
+        let mut deltas = Vec::with_capacity(chunks as usize);
+        let mut pieces = Vec::with_capacity(chunks as usize);
         for i in 0..chunks {
             let p = piece(name, i);
-            let role = if i == 0 { r#""role":"assistant","# } else { "" };
-            deltas.push(format!(r#"{{{role}"content":{}}}"#, json_str(&p)));
+            let quoted = json_str(&p);
+            deltas.push(format!(r#"{{"content":{quoted}}}"#));
+            pieces.push(quoted);
             full.push_str(&p);
-        }
-        if deltas.is_empty() {
-            deltas.push(r#"{"role":"assistant","content":""}"#.to_owned());
         }
         Self {
             deltas,
+            pieces,
             full: json_str(&full),
             chunks,
         }
@@ -189,6 +191,76 @@ pub(crate) fn models_list(models: &[String], created: u64) -> String {
     out
 }
 
+/// A Responses `response` object; `output` and `usage` are JSON.
+pub(crate) fn response_object(h: &Head, status: &str, output: &str, usage: &str) -> String {
+    format!(
+        concat!(
+            r#"{{"id":"resp_mock_{}","object":"response","created_at":{},"status":"{}","#,
+            r#""error":null,"incomplete_details":null,"instructions":null,"max_output_tokens":null,"#,
+            r#""model":{},"output":{},"parallel_tool_calls":true,"previous_response_id":null,"#,
+            r#""reasoning":{{"effort":null,"summary":null}},"store":true,"temperature":1.0,"#,
+            r#""text":{{"format":{{"type":"text"}}}},"tool_choice":"auto","tools":[],"top_p":1.0,"#,
+            r#""truncation":"disabled","usage":{},"user":null,"metadata":{{}}}}"#
+        ),
+        h.id, h.created, status, h.model, output, usage
+    )
+}
+
+/// A Responses output message holding `text` (JSON-quoted).
+pub(crate) fn response_message(h: &Head, status: &str, text: Option<&str>) -> String {
+    let content = match text {
+        Some(t) => format!(r#"[{{"type":"output_text","text":{t},"annotations":[]}}]"#),
+        None => "[]".to_owned(),
+    };
+    format!(
+        r#"{{"id":"msg_mock_{}","type":"message","status":"{status}","role":"assistant","content":{content}}}"#,
+        h.id
+    )
+}
+
+/// Responses `usage`.
+pub(crate) fn response_usage(prompt: u64, completion: u64) -> String {
+    format!(
+        concat!(
+            r#"{{"input_tokens":{},"input_tokens_details":{{"cached_tokens":0}},"#,
+            r#""output_tokens":{},"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":{}}}"#
+        ),
+        prompt,
+        completion,
+        prompt + completion
+    )
+}
+
+/// Non-streaming Responses body.
+pub(crate) fn response(h: &Head, script: &Script, prompt: u64) -> String {
+    let msg = response_message(h, "completed", Some(&script.full));
+    let usage = response_usage(prompt, u64::from(script.chunks));
+    response_object(h, "completed", &format!("[{msg}]"), &usage)
+}
+
+/// Anthropic Messages `message` object; `content` is a JSON array.
+pub(crate) fn message(h: &Head, content: &str, stop: &str, prompt: u64, completion: u64) -> String {
+    format!(
+        concat!(
+            r#"{{"id":"msg_mock_{}","type":"message","role":"assistant","model":{},"content":{},"#,
+            r#""stop_reason":{},"stop_sequence":null,"usage":{{"input_tokens":{},"output_tokens":{}}}}}"#
+        ),
+        h.id, h.model, content, stop, prompt, completion
+    )
+}
+
+/// Non-streaming Messages body.
+pub(crate) fn messages(h: &Head, script: &Script, prompt: u64) -> String {
+    let content = format!(r#"[{{"type":"text","text":{}}}]"#, script.full);
+    message(
+        h,
+        &content,
+        "\"end_turn\"",
+        prompt,
+        u64::from(script.chunks),
+    )
+}
+
 /// OpenAI error envelope.
 pub(crate) fn error(message: &str, kind: &str, code: &str) -> String {
     format!(
@@ -217,8 +289,7 @@ mod tests {
         }
         assert_eq!(Value::String(joined.clone()), parse(&s.full));
         assert!(joined.starts_with("Hello from a\"b. "));
-        assert_eq!(parse(&s.deltas[0])["role"], "assistant");
-        assert!(parse(&s.deltas[1]).get("role").is_none());
+        assert_eq!(parse(&s.pieces[1]), parse(&s.deltas[1])["content"]);
     }
 
     #[test]
@@ -237,6 +308,12 @@ mod tests {
         assert_eq!(t["object"], "text_completion");
         let e = parse(&embeddings("\"m\"", &["a".into(), "b".into()]));
         assert_eq!(e["data"][1]["embedding"].as_array().map(Vec::len), Some(8));
+        let r = parse(&response(&h, &s, 4));
+        assert_eq!(r["output"][0]["content"][0]["text"], parse(&s.full));
+        assert_eq!(r["usage"]["output_tokens"], 3);
+        let msg = parse(&messages(&h, &s, 4));
+        assert_eq!(msg["content"][0]["text"], parse(&s.full));
+        assert_eq!(msg["usage"]["input_tokens"], 4);
         let m = parse(&models_list(&["a".into()], 3));
         assert_eq!(m["data"][0]["owned_by"], "turnout-mock");
         assert_eq!(parse(&error("no", "t", "c"))["error"]["param"], Value::Null);

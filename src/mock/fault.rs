@@ -11,7 +11,7 @@ use super::state::Flight;
 use super::Fault;
 
 /// Parses `status=503`, `status=429;retry-after=2`, `hang`, `truncate=3`,
-/// `reset=3`, `junk`, `stall=2`.
+/// `reset=3`, `junk`, `stall=2`, `error=2`, `empty`.
 pub(crate) fn parse_fault(spec: &str) -> Result<Fault, String> {
     let mut parts = spec.split(';').map(str::trim);
     let first = parts.next().unwrap_or_default();
@@ -49,6 +49,9 @@ pub(crate) fn parse_fault(spec: &str) -> Result<Fault, String> {
         "truncate" => Fault::Truncate { after: num(value)? },
         "reset" => Fault::Reset { after: num(value)? },
         "stall" => Fault::Stall { after: num(value)? },
+        "context_length" => Fault::ContextLength,
+        "error" => Fault::Error { after: num(value)? },
+        "empty" => Fault::Empty,
         _ => return Err(format!("unknown fault `{spec}`")),
     };
     if let Some(extra) = parts.next() {
@@ -81,6 +84,18 @@ pub(crate) fn status_fault(code: u16, retry_after: Option<u64>) -> Response {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    resp
+}
+
+/// `400 context_length_exceeded`, worded as OpenAI words it.
+pub(crate) fn context_length_fault() -> Response {
+    let msg = "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. Please reduce the length of the messages.";
+    let mut resp = json_response(Bytes::from(body::error(
+        msg,
+        "invalid_request_error",
+        "context_length_exceeded",
+    )));
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
     resp
 }
 
@@ -175,6 +190,9 @@ mod tests {
         assert_eq!(ok("reset=0"), Fault::Reset { after: 0 });
         assert_eq!(ok("stall=2"), Fault::Stall { after: 2 });
         assert_eq!(parse_fault("junk"), Ok(Fault::Junk));
+        assert_eq!(parse_fault("context_length"), Ok(Fault::ContextLength));
+        assert_eq!(ok("error=1"), Fault::Error { after: 1 });
+        assert_eq!(ok("empty"), Fault::Empty);
     }
 
     #[test]

@@ -37,13 +37,17 @@ pub struct MockSettings {
     pub chunks: u32,
     /// Streaming: delay between two content chunks.
     pub chunk_delay: Duration,
-    /// Fraction (0..=1) of chat, embeddings and completions requests answered 500.
+    /// Fraction (0..=1) of inference requests (chat, embeddings,
+    /// completions, responses, messages, audio) answered 500; never files.
     pub fail_rate: f64,
     /// Model ids listed by `GET /v1/models`.
     pub models: Vec<String>,
     /// Shown in `system_fingerprint`, the `x-mock-name` header and the
     /// generated text, so tests can tell which instance answered.
     pub name: String,
+    /// Answer a chat whose last message is the assistant's (a prefill to
+    /// continue) with a 400, as models without prefill support do.
+    pub reject_prefill: bool,
 }
 
 impl Default for MockSettings {
@@ -63,6 +67,7 @@ impl Default for MockSettings {
             .map(String::from)
             .to_vec(),
             name: "mock".to_owned(),
+            reject_prefill: false,
         }
     }
 }
@@ -71,8 +76,10 @@ impl Default for MockSettings {
 ///
 /// Set per request with the `x-mock-fault` header (`status=503`,
 /// `status=429;retry-after=2`, `hang`, `truncate=3`, `reset=3`, `junk`,
-/// `stall=2`) or per instance with [`MockHandle::set_fault`] / `PUT /mock/fault`
-/// (JSON, externally tagged: `"hang"`, `{"status":{"code":503,"retry_after":2}}`).
+/// `stall=2`, `error=2`, `empty`, `context_length`) or per instance with
+/// [`MockHandle::set_fault`] (for the next N requests only:
+/// [`MockHandle::set_fault_times`]) / `PUT /mock/fault` (JSON, externally
+/// tagged: `"hang"`, `{"status":{"code":503,"retry_after":2}}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
@@ -107,6 +114,19 @@ pub enum Fault {
         /// Events sent before the silence.
         after: u32,
     },
+    /// `400` with `code: context_length_exceeded`, as a provider answers a
+    /// request longer than its model's context.
+    ContextLength,
+    /// Stream: send `after` events then the protocol's in-band error
+    /// (chat `data: {"error":..}`, Responses `response.failed`, Messages
+    /// `event: error`), then end. Non-stream: a 200 whose body is that error.
+    Error {
+        /// Events sent before the error.
+        after: u32,
+    },
+    /// Stream: the protocol's preamble (a role-only delta, `response.created`,
+    /// `message_start`) then its clean end, with no content: an empty answer.
+    Empty,
 }
 
 /// Which requests an instance-wide fault applies to.
@@ -116,7 +136,7 @@ pub enum FaultScope {
     /// Every API request (models, chat, embeddings, completions).
     #[default]
     All,
-    /// Chat, embeddings and completions (the inference paths).
+    /// Chat, embeddings, completions, responses, messages, audio (the inference paths).
     Chat,
     /// Only `GET /v1/models`, the health-probe path.
     Models,
@@ -131,6 +151,14 @@ pub struct MockStats {
     pub chat: u64,
     /// `POST /v1/embeddings` requests.
     pub embeddings: u64,
+    /// `POST /v1/responses` requests.
+    pub responses: u64,
+    /// `POST /v1/messages` requests.
+    pub messages: u64,
+    /// Requests to `/v1/files` and below.
+    pub files: u64,
+    /// `POST /v1/audio/transcriptions` requests.
+    pub audio: u64,
     /// `GET /v1/models` requests.
     pub models: u64,
     /// API responses abandoned by the client before they were fully sent.

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use super::body::Script;
-use super::fault::{error_response, parse_fault, status_fault};
+use super::fault::{context_length_fault, error_response, parse_fault, status_fault};
 use super::state::{Flight, Kind, Shared};
 use super::Fault;
 
@@ -78,6 +78,10 @@ pub(crate) async fn prelude(
         Some(Fault::Status { code, retry_after }) => {
             flight.finish();
             Err(status_fault(code, retry_after))
+        }
+        Some(Fault::ContextLength) => {
+            flight.finish();
+            Err(context_length_fault())
         }
         None if matches!(kind, Kind::Inference)
             && s.settings.fail_rate > 0.0

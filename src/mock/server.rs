@@ -112,6 +112,11 @@ impl MockServer {
         self.handle.set_fault(scope, fault);
     }
 
+    /// See [`MockHandle::set_fault_times`].
+    pub fn set_fault_times(&self, scope: FaultScope, fault: Fault, times: u32) {
+        self.handle.set_fault_times(scope, fault, times);
+    }
+
     /// See [`MockHandle::stats`].
     pub fn stats(&self) -> MockStats {
         self.handle.stats()
@@ -149,6 +154,14 @@ impl MockHandle {
     /// `x-mock-fault` request header wins over both.
     pub fn set_fault(&self, scope: FaultScope, fault: Option<Fault>) {
         self.owner.shared.set_fault(scope, fault);
+    }
+
+    /// Injects `fault` for the next `times` requests of `scope` only (then
+    /// the instance behaves again): "one 500, then success".
+    pub fn set_fault_times(&self, scope: FaultScope, fault: Fault, times: u32) {
+        self.owner
+            .shared
+            .set_fault_times(scope, Some(fault), Some(times));
     }
 
     /// Snapshot of the counters.

@@ -1,7 +1,7 @@
 //! State shared by every connection of one mock instance: settings,
 //! precomputed bodies, counters, injected faults and the kill switch.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -19,6 +19,9 @@ pub(crate) enum Kind {
     Inference,
     /// `GET /v1/models`.
     Models,
+    /// Stored resources (files): only an instance-wide `All` fault applies,
+    /// never `fail_rate`.
+    Resource,
 }
 
 /// Lock-free counters behind [`MockStats`].
@@ -27,6 +30,10 @@ pub(crate) struct Counters {
     pub requests: AtomicU64,
     pub chat: AtomicU64,
     pub embeddings: AtomicU64,
+    pub responses: AtomicU64,
+    pub messages: AtomicU64,
+    pub files: AtomicU64,
+    pub audio: AtomicU64,
     pub models: AtomicU64,
     pub disconnects: AtomicU64,
     pub completed: AtomicU64,
@@ -46,7 +53,11 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// Instance faults indexed by [`FaultScope`] (All, Chat, Models).
     faults: [ArcSwapOption<Fault>; 3],
+    /// Requests each instance fault still applies to; negative = every one.
+    fault_left: [AtomicI64; 3],
     last: Mutex<Option<RecordedRequest>>,
+    /// Uploaded files (`/v1/files`), oldest first, bounded.
+    pub files: Mutex<std::collections::VecDeque<StoredFile>>,
     seq: AtomicU64,
     /// Cancelled by `kill()`: the accept loop and every connection stop.
     pub shutdown: CancellationToken,
@@ -68,7 +79,9 @@ impl Shared {
             fingerprint,
             counters: Counters::default(),
             faults: Default::default(),
+            fault_left: Default::default(),
             last: Mutex::new(None),
+            files: Mutex::default(),
             seq: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
         }
@@ -79,8 +92,15 @@ impl Shared {
         self.seq.fetch_add(1, Relaxed) + 1
     }
 
-    /// Replaces the instance fault of `scope`.
+    /// Replaces the instance fault of `scope` (for every request).
     pub fn set_fault(&self, scope: FaultScope, fault: Option<Fault>) {
+        self.set_fault_times(scope, fault, None);
+    }
+
+    /// Replaces the instance fault of `scope` for the next `times` requests
+    /// (`None`: every request until changed).
+    pub fn set_fault_times(&self, scope: FaultScope, fault: Option<Fault>, times: Option<u32>) {
+        self.fault_left[scope as usize].store(times.map_or(-1, i64::from), Relaxed);
         self.faults[scope as usize].store(fault.map(Arc::new));
     }
 
@@ -89,10 +109,29 @@ impl Shared {
         let narrow = match kind {
             Kind::Inference => FaultScope::Chat,
             Kind::Models => FaultScope::Models,
+            Kind::Resource => FaultScope::All,
         };
-        let found = self.faults[narrow as usize].load_full();
-        let found = found.or_else(|| self.faults[FaultScope::All as usize].load_full());
-        found.map(|f| (*f).clone())
+        self.take_fault(narrow)
+            .or_else(|| self.take_fault(FaultScope::All))
+    }
+
+    /// The fault of `scope`, if it still applies, counting this request.
+    fn take_fault(&self, scope: FaultScope) -> Option<Fault> {
+        let i = scope as usize;
+        let fault = self.faults[i].load_full()?;
+        let left = &self.fault_left[i];
+        if left.load(Relaxed) >= 0 {
+            // Counted: the request that takes the last one clears it.
+            let before = left.fetch_sub(1, Relaxed);
+            if before <= 0 {
+                left.fetch_add(1, Relaxed);
+                return None;
+            }
+            if before == 1 {
+                self.faults[i].store(None);
+            }
+        }
+        Some((*fault).clone())
     }
 
     /// Remembers the most recent POST for [`super::MockHandle::last_request`].
@@ -117,11 +156,25 @@ impl Shared {
             requests: c.requests.load(Relaxed),
             chat: c.chat.load(Relaxed),
             embeddings: c.embeddings.load(Relaxed),
+            responses: c.responses.load(Relaxed),
+            messages: c.messages.load(Relaxed),
+            files: c.files.load(Relaxed),
+            audio: c.audio.load(Relaxed),
             models: c.models.load(Relaxed),
             disconnects: c.disconnects.load(Relaxed),
             completed: c.completed.load(Relaxed),
         }
     }
+}
+
+/// A file uploaded to the simulated provider.
+pub(crate) struct StoredFile {
+    /// `file-mock-N`.
+    pub id: String,
+    pub filename: String,
+    pub purpose: String,
+    pub created_at: u64,
+    pub content: Bytes,
 }
 
 /// Counts one API response as `completed` or, if dropped before
@@ -161,6 +214,18 @@ impl Drop for Flight {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_counted_fault_ends_and_a_later_one_persists() {
+        let s = Shared::new(MockSettings::default());
+        s.set_fault_times(FaultScope::Chat, Some(Fault::Junk), Some(1));
+        assert_eq!(s.fault_for(Kind::Inference), Some(Fault::Junk));
+        assert_eq!(s.fault_for(Kind::Inference), None);
+        s.set_fault(FaultScope::Chat, Some(Fault::Hang));
+        assert_eq!(s.fault_for(Kind::Inference), Some(Fault::Hang));
+        assert_eq!(s.fault_for(Kind::Inference), Some(Fault::Hang));
+    }
+
     use super::*;
 
     #[test]

@@ -2,14 +2,19 @@
 //! failover wraps. It sends the request with this upstream's key and model
 //! name, applies the per-upstream timeouts, and says whether the answer is
 //! final (`Served`) or a reason to move on (`AttemptError`, with its typed
-//! [`Outcome`]). For streams it answers only once the first SSE event has
-//! arrived (the commit point).
+//! [`Outcome`]). For streams it answers only at the protocol's commit point
+//! (PRODUCT.md §3.7, [`super::protocol`]): events before it are held
+//! (bounded); an in-band failure, an empty answer, EOF or the first-token
+//! timeout before it fail the attempt. A whole 2xx answer is judged by the
+//! protocol too (an error object is a failed attempt). A pass-through answer
+//! is never read: it is final as soon as its head arrives (for an idempotent
+//! request, a 408/429/5xx head moves on).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -17,14 +22,15 @@ use http_body_util::BodyExt;
 use hyper::body::Body;
 use tokio::time::Instant;
 
+use super::protocol::{Protocol, Stop, StreamScan};
 use crate::openai::{self, Usage};
 use crate::outcome::Outcome;
 use crate::routing::{Snapshot, UpstreamId};
-use crate::upstream::{BodyStream, Incoming, Upstream};
+use crate::upstream::{visible_headers, whole, BodyStream, Incoming, Upstream, UpstreamBody};
 
 /// Largest non-streaming upstream body read into memory.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-/// Largest prefix of a stream buffered while waiting for its first event.
+/// Largest prefix of a stream held while waiting for its commit point.
 const MAX_PREFETCH: usize = 1024 * 1024;
 
 /// One try: which upstream (of the request's snapshot), and the request as
@@ -43,8 +49,16 @@ pub struct Attempt {
     pub body: Bytes,
     /// The client's model name and the byte span of its value, for `model_map`.
     pub model: Option<(Arc<str>, (usize, usize))>,
+    /// The body is a multipart form (its model value is bare text).
+    pub form: bool,
     /// The client asked for a stream.
     pub stream: bool,
+    /// The request's method (`POST` for every routed request).
+    pub method: Method,
+    /// How the answer is read.
+    pub protocol: Protocol,
+    /// Chat: the client asked for the usage chunk (`stream_options.include_usage`).
+    pub want_usage: bool,
 }
 
 /// What an upstream answered, ready for the client.
@@ -56,17 +70,25 @@ pub enum Served {
         body: Bytes,
         usage: Option<Usage>,
     },
-    /// An SSE stream whose first event has arrived.
+    /// An SSE stream at its commit point: `first` is what was held until
+    /// then, `scan` the protocol rules that read it, to go on with `rest`.
     Stream {
         status: StatusCode,
         headers: HeaderMap,
         first: Bytes,
         rest: BodyStream,
+        scan: StreamScan,
+    },
+    /// A pass-through answer: its head, and its body to stream unread.
+    Raw {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: BodyStream,
     },
 }
 
 /// Why an attempt moved on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AttemptError {
     /// What happened.
     pub outcome: Outcome,
@@ -77,6 +99,18 @@ pub struct AttemptError {
     /// What went wrong underneath, when there is more to say than the reason
     /// (the transport error's chain); logged at debug, never sent to clients.
     pub detail: Option<String>,
+    /// The upstream's own answer, when it is the one to give the client if no
+    /// other upstream serves the request (a `400 context_length_exceeded`).
+    pub held: Option<Held>,
+}
+
+/// An answer kept in case the walk finds nothing better.
+pub struct Held(pub Served);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held(..)")
+    }
 }
 
 impl AttemptError {
@@ -87,6 +121,7 @@ impl AttemptError {
             retry_after: None,
             status: None,
             detail: None,
+            held: None,
         }
     }
 }
@@ -117,13 +152,18 @@ impl tower::Service<Attempt> for UpstreamService {
 }
 
 async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
+    if a.protocol == Protocol::Passthrough {
+        // Only idempotent requests are replayed, so only they come here.
+        return passthrough(up, a.method, &a.suffix, &a.headers, whole(a.body), true).await;
+    }
     let body = match &a.model {
         Some((m, span)) if up.model_map.contains_key(&**m) => {
-            openai::with_model(&a.body, *span, up.map_model(m))
+            openai::with_model(&a.body, *span, up.map_model(m), a.form)
         }
         _ => a.body,
     };
-    let req = match up.post(&a.suffix, &a.headers, body) {
+    let start = Instant::now();
+    let req = match up.request(a.method, &a.suffix, Some(&a.headers), whole(body)) {
         Ok(r) => r,
         Err(_) => return Err(AttemptError::new(Outcome::InvalidUrl)),
     };
@@ -132,7 +172,7 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
     } else {
         up.timeouts.headers
     };
-    let deadline = Instant::now() + up.timeouts.total;
+    let deadline = start + up.timeouts.total;
     let rsp = match tokio::time::timeout(limit.min(up.timeouts.total), req).await {
         Err(_) => return Err(AttemptError::new(Outcome::Timeout)),
         Ok(Err(e)) => {
@@ -146,29 +186,49 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
     if let Some(e) = classify(status, rsp.headers()) {
         return Err(e);
     }
-    let headers = visible_headers(rsp.headers());
     let content_type = rsp
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    if status.is_success() && content_type.starts_with("text/event-stream") {
+        // The first-token limit runs once, from the attempt's start to the
+        // commit point (headers included).
+        let commit_by = deadline.min(start + limit);
+        let headers = visible_headers(rsp.headers(), false);
+        let scan = StreamScan::new(a.protocol, a.want_usage);
+        return prefetch(status, headers, rsp.into_body(), scan, commit_by).await;
+    }
     // A body declared (or defaulting to) JSON must be JSON; other types (audio,
     // text) pass through unchecked.
     let json = content_type.is_empty() || content_type.contains("json");
-    if status.is_success() && content_type.starts_with("text/event-stream") {
-        let first_deadline = Instant::now().max(deadline.min(Instant::now() + limit));
-        return prefetch(status, headers, rsp.into_body(), first_deadline).await;
-    }
+    let headers = visible_headers(rsp.headers(), false);
     let body = match tokio::time::timeout_at(deadline, read_body(rsp.into_body())).await {
         Err(_) => return Err(AttemptError::new(Outcome::Timeout)),
         Ok(Err(outcome)) => return Err(AttemptError::new(outcome)),
         Ok(Ok(b)) => b,
     };
+    if status == StatusCode::BAD_REQUEST && json && openai::is_context_length_error(&body) {
+        // Too long for this upstream; one with a longer context may serve it.
+        let mut e = AttemptError::new(Outcome::ContextLengthExceeded);
+        e.status = Some(400);
+        e.held = Some(Held(Served::Complete {
+            status,
+            headers,
+            body,
+            usage: None,
+        }));
+        return Err(e);
+    }
     let mut usage = None;
-    if status.is_success() && json {
-        match openai::response_usage(&body) {
+    if status.is_success() {
+        match a.protocol.judge(&body, json) {
             Ok(u) => usage = u,
-            Err(openai::NotJson) => return Err(AttemptError::new(Outcome::InvalidResponse)),
+            Err(outcome) => {
+                let mut e = AttemptError::new(outcome);
+                e.status = Some(status.as_u16());
+                return Err(e);
+            }
         }
     }
     Ok(Served::Complete {
@@ -176,6 +236,45 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
         headers,
         body,
         usage,
+    })
+}
+
+/// A pass-through attempt: the request as the client sent it (its body
+/// whole, or streamed as it arrives), the answer's head, its body unread.
+/// `retryable` (an idempotent request): a 408, 429 or 5xx head moves on;
+/// otherwise every head is final and passed to the client as sent.
+pub async fn passthrough(
+    up: &Upstream,
+    method: Method,
+    suffix: &str,
+    headers: &HeaderMap,
+    body: UpstreamBody,
+    retryable: bool,
+) -> Result<Served, AttemptError> {
+    let req = match up.request(method, suffix, Some(headers), body) {
+        Ok(r) => r,
+        Err(_) => return Err(AttemptError::new(Outcome::InvalidUrl)),
+    };
+    let limit = up.timeouts.headers.min(up.timeouts.total);
+    let rsp = match tokio::time::timeout(limit, req).await {
+        Err(_) => return Err(AttemptError::new(Outcome::Timeout)),
+        Ok(Err(e)) => {
+            let mut err = AttemptError::new(crate::upstream::send_error_outcome(&e));
+            err.detail = Some(crate::upstream::describe(&e));
+            return Err(err);
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = rsp.status();
+    if retryable && matches!(status.as_u16(), 408 | 429 | 500..=599) {
+        if let Some(e) = classify(status, rsp.headers()) {
+            return Err(e);
+        }
+    }
+    Ok(Served::Raw {
+        status,
+        headers: visible_headers(rsp.headers(), true),
+        body: rsp.into_body().into_data_stream().boxed(),
     })
 }
 
@@ -200,17 +299,8 @@ fn classify(status: StatusCode, headers: &HeaderMap) -> Option<AttemptError> {
         retry_after,
         status: Some(code),
         detail: None,
+        held: None,
     })
-}
-
-fn visible_headers(h: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(4);
-    for (k, v) in h {
-        if crate::upstream::client_visible(k) {
-            out.append(k.clone(), v.clone());
-        }
-    }
-    out
 }
 
 async fn read_body(mut rsp: Incoming) -> Result<Bytes, Outcome> {
@@ -246,33 +336,59 @@ async fn read_body(mut rsp: Incoming) -> Result<Bytes, Outcome> {
     }
 }
 
+/// Reads a stream up to its commit point, holding what comes before it.
 async fn prefetch(
     status: StatusCode,
     headers: HeaderMap,
     rsp: Incoming,
-    deadline: Instant,
+    mut scan: StreamScan,
+    commit_by: Instant,
 ) -> Result<Served, AttemptError> {
     let mut stream: BodyStream = rsp.into_data_stream().boxed();
     let mut buf = BytesMut::new();
     loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
+        let chunk = match tokio::time::timeout_at(commit_by, stream.next()).await {
             Err(_) => return Err(AttemptError::new(Outcome::Timeout)),
-            Ok(None) => return Err(AttemptError::new(Outcome::Reset)),
             Ok(Some(Err(_))) => return Err(AttemptError::new(Outcome::Reset)),
-            Ok(Some(Ok(chunk))) => {
-                buf.extend_from_slice(&chunk);
-                if super::sse::has_first_event(&buf) {
-                    return Ok(Served::Stream {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(None) => {
+                return match scan.finish() {
+                    // A whole stream that ended well before the client saw any of it.
+                    Stop::Clean if scan.committed() => Ok(Served::Stream {
                         status,
                         headers,
                         first: buf.freeze(),
-                        rest: stream,
-                    });
-                }
-                if buf.len() > MAX_PREFETCH {
-                    return Err(AttemptError::new(Outcome::InvalidResponse));
-                }
+                        rest: futures_util::stream::empty().boxed(),
+                        scan,
+                    }),
+                    Stop::Clean => Err(AttemptError::new(Outcome::EmptyAnswer)),
+                    Stop::Failed(outcome) => Err(AttemptError::new(outcome)),
+                };
             }
+        };
+        let held = buf.len();
+        buf.extend_from_slice(&chunk);
+        if let Some(at) = scan.feed(&chunk) {
+            if !scan.committed() {
+                let outcome = match scan.stop() {
+                    Some(Stop::Failed(o)) => o,
+                    _ => Outcome::EmptyAnswer,
+                };
+                return Err(AttemptError::new(outcome));
+            }
+            buf.truncate(held + at);
+        }
+        if scan.committed() {
+            return Ok(Served::Stream {
+                status,
+                headers,
+                first: buf.freeze(),
+                rest: stream,
+                scan,
+            });
+        }
+        if buf.len() > MAX_PREFETCH {
+            return Err(AttemptError::new(Outcome::InvalidResponse));
         }
     }
 }

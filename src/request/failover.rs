@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
@@ -20,6 +20,7 @@ use tower::{Layer, Service, ServiceExt};
 
 pub use super::attempt::{Attempt, AttemptError, Served, UpstreamService};
 use super::plan::Plan;
+use super::protocol::Protocol;
 use super::walk::{AttemptRecord, Step, Walk};
 use crate::control::Event;
 use crate::error::ApiError;
@@ -40,6 +41,10 @@ pub struct ProxyCall {
     pub body: Bytes,
     /// What was read from it.
     pub facts: RequestFacts,
+    /// Its method (`POST` for every routed request).
+    pub method: Method,
+    /// How the answer is read (from the path).
+    pub protocol: Protocol,
 }
 
 /// A served request.
@@ -146,7 +151,14 @@ where
                 .zip(call.facts.model_span)
                 .map(|(m, s)| (Arc::from(m), s)),
             stream: call.facts.stream,
+            form: call.facts.form,
+            method: call.method.clone(),
+            protocol: call.protocol,
+            want_usage: call.facts.include_usage,
         };
+        // A final answer kept in case nothing better comes (a 400 saying the
+        // request is too long for that upstream: the next may take it).
+        let mut held: Option<(UpstreamId, Served, Duration)> = None;
         loop {
             let (up, backoff, after) = match walk.next(&app.budget) {
                 Step::Stop => break,
@@ -167,8 +179,13 @@ where
                 upstream: up,
                 ..template.clone()
             };
-            let result = self.inner.clone().oneshot(attempt).await;
+            let mut result = self.inner.clone().oneshot(attempt).await;
             let latency = start.elapsed();
+            if let Err(e) = result.as_mut() {
+                if let Some(h) = e.held.take() {
+                    held = Some((up, h.0, latency));
+                }
+            }
             let record = match &result {
                 Ok(_) => AttemptRecord {
                     upstream: up,
@@ -212,6 +229,15 @@ where
                 .inc();
         }
         let attempts = walk.attempts();
+        if let Some((upstream, served, ttfb)) = held {
+            return Ok(Success {
+                upstream,
+                attempts,
+                ttfb,
+                served,
+                records: walk.into_records(),
+            });
+        }
         let (error, records) = walk.failure(&plan.snap);
         Err(Failure {
             error,
@@ -239,18 +265,24 @@ where
 
     /// Every attempt counts for metrics and, through the control task, health.
     fn report(&self, plan: &Plan, r: &AttemptRecord) {
-        self.app
-            .metrics
-            .attempts
-            .with_label_values(&[&plan.snap.upstream(r.upstream).name, r.outcome.label()])
-            .inc();
-        self.app.control.report(Event::Outcome {
-            upstream: r.upstream,
-            route: plan.route,
-            outcome: r.outcome,
-            retry_after: r.retry_after,
-            ttfb: Some(r.latency),
-            in_split: plan.in_split,
-        });
+        report(&self.app, plan, r);
     }
+}
+
+/// Counts an attempt (`turnout_upstream_attempts_total`) and reports it to
+/// health: for every attempt of a walk, and for the single attempt of a
+/// pass-through request that is never replayed.
+pub fn report(app: &AppState, plan: &Plan, r: &AttemptRecord) {
+    app.metrics
+        .attempts
+        .with_label_values(&[&plan.snap.upstream(r.upstream).name, r.outcome.label()])
+        .inc();
+    app.control.report(Event::Outcome {
+        upstream: r.upstream,
+        route: plan.route,
+        outcome: r.outcome,
+        retry_after: r.retry_after,
+        ttfb: Some(r.latency),
+        in_split: plan.in_split,
+    });
 }

@@ -20,7 +20,7 @@ use futures_util::future::{Either, FutureExt, Map, Ready};
 
 use crate::auth::ClientIdentity;
 use crate::error::ApiError;
-use crate::headers::ATTEMPTS_HEADER;
+use crate::headers::{ATTEMPTS_HEADER, REQUEST_ID_HEADER, TURNOUT_REQUEST_ID_HEADER};
 use crate::metrics::Metrics;
 use crate::routing::Snapshot;
 use crate::state::AppState;
@@ -74,7 +74,12 @@ where
         if !req.uri().path().starts_with("/v1/") {
             return Either::Right(self.inner.call(req).map(unchanged as Finish));
         }
-        if let Some(rejected) = refusal(&self.app, &mut req) {
+        if let Some(mut rejected) = refusal(&self.app, &mut req) {
+            if let Some(id) = req.headers().get(&REQUEST_ID_HEADER) {
+                rejected
+                    .headers_mut()
+                    .insert(TURNOUT_REQUEST_ID_HEADER.clone(), id.clone());
+            }
             return Either::Left(futures_util::future::ready(with_attempts(Ok(rejected))));
         }
         Either::Right(self.inner.call(req).map(with_attempts as Finish))
@@ -112,7 +117,8 @@ fn admit(app: &AppState, snap: &Snapshot, req: &mut Request) -> Option<Response>
         count_refusal(&app.metrics, "401", "http");
         return Some(ApiError::invalid_api_key().into_response());
     };
-    // Only model calls (POST) count against `rpm`; `/v1/models` and `/v1/account` are free.
+    // Only POSTs (model calls, pass-through creations) count against `rpm`;
+    // reads (`/v1/models`, `/v1/account`, pass-through GETs) are free.
     if req.method() == Method::POST {
         if let Err(e) = rate_limit(&app.metrics, snap, &id) {
             count_refusal(&app.metrics, "429", "http");

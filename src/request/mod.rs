@@ -7,7 +7,7 @@
 //! | route | [`plan`] | model → route, split key → chain (on the request's snapshot) |
 //! | walk | [`walk`] driven by [`failover`] | which upstream next, retry budget, backoff; one record per attempt |
 //! | leaf | [`attempt`] | one try on one upstream: key, model name, timeouts, the stream's commit point |
-//! | stream | [`reader`] (+ [`sse`]) · [`relay`] | after the commit point: idle and total deadlines, clean end, usage; HTTP's error event |
+//! | stream | [`reader`] (+ [`sse`]) · [`relay`] · [`resume`] | after the commit point: idle and total deadlines, clean end, usage; HTTP's error event, or a continuation by another upstream |
 //! | end | [`finish`] | metrics, cost, per-key usage, log line, mid-stream health report |
 
 pub mod attempt;
@@ -15,9 +15,12 @@ pub mod failover;
 pub mod finish;
 pub mod gate;
 pub mod http;
+pub mod passthrough;
 pub mod plan;
+pub mod protocol;
 pub mod reader;
 pub mod relay;
+pub mod resume;
 pub mod sse;
 pub mod walk;
 pub mod ws;

@@ -62,3 +62,17 @@ pub fn plan(snap: Arc<Snapshot>, model: &str, split_key: Option<&str>) -> Result
         in_split,
     })
 }
+
+/// The plan of a pass-through request (PRODUCT.md §3.3): the primary of
+/// `passthrough_route`, then its fallbacks, never split (a stored resource
+/// lives on one provider).
+pub fn passthrough(snap: Arc<Snapshot>) -> Plan {
+    let route = snap.base().passthrough;
+    let chain = snap.table.route(route).unsplit_chain();
+    Plan {
+        snap,
+        route,
+        chain,
+        in_split: false,
+    }
+}

@@ -1,18 +1,27 @@
-//! SSE scanning: event boundaries, the first-event commit, and a cheap scan
-//! for `usage` and `[DONE]`.
+//! SSE framing: splits an upstream byte stream into events, whatever its
+//! chunking, in bounded memory. The protocol rules ([`super::protocol`]) read
+//! the events; the bytes themselves pass to the client unchanged.
 //!
-//! Chunks pass through unchanged; the scanner only looks at event boundaries
-//! and parses the rare event that mentions `"usage"`.
+//! Hot path: every byte of every stream goes through [`Framer::feed`]. Event
+//! boundaries are found with `memchr`'s SIMD substring search; a complete
+//! event that arrives inside one chunk is read in place (no copy); only the
+//! partial event at a chunk's end is kept.
+//!
+//! An event of up to [`WHOLE_EVENT`] bytes is seen whole. A longer one (a
+//! Responses `response.completed` repeats the whole answer) is seen by its
+//! first [`HEAD`] and last [`TAIL`] bytes, so a stream's memory stays bounded
+//! and what the rules see never depends on how the bytes were split.
 
-use bytes::BytesMut;
+use std::borrow::Cow;
 
-use crate::openai::Usage;
+/// Longest event seen whole.
+pub const WHOLE_EVENT: usize = 64 * 1024;
+/// Bytes kept of the start of a longer event (its `event:` line and the start of its data).
+pub const HEAD: usize = 4 * 1024;
+/// Bytes kept of the end of a longer event (where `usage` and `finish_reason` sit).
+pub const TAIL: usize = 4 * 1024;
 
-/// Longest partial event kept between chunks; an event beyond it is not scanned.
-const MAX_CARRY: usize = 256 * 1024;
-
-/// Finds `needle` in `hay` (`memchr`'s SIMD substring search: the scanner
-/// looks at every byte of every stream, so this is on the hot path).
+/// Finds `needle` in `hay` (`memchr`'s SIMD substring search).
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() {
         return None;
@@ -35,147 +44,277 @@ pub fn blank_line(buf: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
-/// End of the first complete event (index just past its blank line).
-fn event_end(buf: &[u8]) -> Option<usize> {
-    blank_line(buf).map(|(start, len)| start + len)
+/// One event as the protocol rules read it.
+#[derive(Debug)]
+pub struct Event<'a> {
+    /// The `event:` field.
+    pub name: Option<&'a [u8]>,
+    /// The `data:` field: all of it (lines joined with `\n`) for a whole
+    /// event; for a long one, its first data line as far as the head goes.
+    pub data: Cow<'a, [u8]>,
+    /// A long event's last [`TAIL`] bytes, raw; `None` for a whole event.
+    pub tail: Option<&'a [u8]>,
 }
 
-/// Watches an SSE byte stream for `data: [DONE]` and the last `usage`.
-#[derive(Debug, Default)]
-pub struct SseScanner {
-    carry: BytesMut,
-    overflow: bool,
-    /// `data: [DONE]` seen.
-    pub done: bool,
-    /// At least one `data:` event seen.
-    pub saw_data: bool,
-    /// Last non-null usage seen.
-    pub usage: Option<Usage>,
-}
+impl Event<'_> {
+    /// True when the whole event was read.
+    pub fn whole(&self) -> bool {
+        self.tail.is_none()
+    }
 
-impl SseScanner {
-    /// Feeds one chunk.
-    pub fn feed(&mut self, chunk: &[u8]) {
-        let mut rest = chunk;
-        if !self.carry.is_empty() || self.overflow {
-            // Complete the pending event first.
-            let joined_len = self.carry.len();
-            self.carry.extend_from_slice(rest);
-            match event_end(&self.carry) {
-                Some(end) => {
-                    let ev = self.carry.split_to(end).freeze();
-                    if !self.overflow {
-                        self.event(&ev);
-                    }
-                    self.overflow = false;
-                    let consumed = end.saturating_sub(joined_len);
-                    rest = &rest[consumed.min(rest.len())..];
-                    self.carry.clear();
+    /// Where the end of the data is: the data itself, or a long event's tail.
+    pub fn end(&self) -> &[u8] {
+        self.tail.unwrap_or(&self.data)
+    }
+
+    /// The event from its bytes (a whole event, or a long event's head and
+    /// tail); `None` for a block without data (comments, keep-alives).
+    fn parse<'a>(head: &'a [u8], tail: Option<&'a [u8]>) -> Option<Event<'a>> {
+        let mut name = None;
+        let mut data: Option<Cow<'a, [u8]>> = None;
+        for line in head.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let (field, value) = match memchr::memchr(b':', line) {
+                Some(0) => continue,
+                Some(i) => {
+                    let v = &line[i + 1..];
+                    (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
                 }
-                None => {
-                    if self.carry.len() > MAX_CARRY {
-                        self.carry.clear();
-                        self.overflow = true;
-                    }
-                    return;
+                None => (line, &line[..0]),
+            };
+            match field {
+                b"data" => {
+                    data = Some(match data {
+                        None => Cow::Borrowed(value),
+                        // A long event's head: the first data line is enough.
+                        Some(d) if tail.is_some() => d,
+                        Some(d) => {
+                            let mut joined = d.into_owned();
+                            joined.push(b'\n');
+                            joined.extend_from_slice(value);
+                            Cow::Owned(joined)
+                        }
+                    })
                 }
+                b"event" => name = Some(value),
+                _ => {}
             }
         }
-        while let Some(end) = event_end(rest) {
-            self.event(&rest[..end]);
+        Some(Event {
+            name,
+            data: data?,
+            tail,
+        })
+    }
+}
+
+/// Splits a byte stream into events across chunk boundaries.
+#[derive(Debug, Default)]
+pub struct Framer {
+    /// The partial event (≤ [`WHOLE_EVENT`] bytes), or a long one's head.
+    part: Vec<u8>,
+    /// Bytes of the partial event so far.
+    len: usize,
+    /// A long partial event's last bytes (its tail so far, plus up to 3
+    /// bytes of a blank line that may continue in the next chunk).
+    tail: Vec<u8>,
+}
+
+impl Framer {
+    /// True while an event is partly read (a stream that breaks now breaks
+    /// mid-event).
+    pub fn mid_event(&self) -> bool {
+        self.len > 0
+    }
+
+    /// Feeds one chunk, calling `on` for every event it completes, in order;
+    /// `on` returns true to stop. Returns the offset in `chunk` just past the
+    /// event that stopped, if one did (the rest of the chunk is not read).
+    pub fn feed(&mut self, chunk: &[u8], on: &mut dyn FnMut(&Event<'_>) -> bool) -> Option<usize> {
+        let mut rest = chunk;
+        if self.len > 0 {
+            let Some(end) = self.end_of_pending(rest) else {
+                self.keep(rest);
+                return None;
+            };
+            self.keep(&rest[..end]);
+            let stop = self.emit_pending(on);
+            if stop {
+                return Some(end);
+            }
             rest = &rest[end..];
         }
-        if !rest.is_empty() {
-            self.carry.extend_from_slice(rest);
+        while let Some((start, sep)) = blank_line(rest) {
+            let end = start + sep;
+            let ev = &rest[..end];
+            let stopped = if end <= WHOLE_EVENT {
+                Event::parse(ev, None).is_some_and(|e| on(&e))
+            } else {
+                Event::parse(&ev[..HEAD], Some(&ev[end - TAIL..])).is_some_and(|e| on(&e))
+            };
+            if stopped {
+                return Some(chunk.len() - rest.len() + end);
+            }
+            rest = &rest[end..];
         }
+        self.keep(rest);
+        None
     }
 
-    fn event(&mut self, ev: &[u8]) {
-        for line in ev.split(|&b| b == b'\n') {
-            let Some(data) = line.strip_prefix(b"data:") else {
-                continue;
-            };
-            let data = data.trim_ascii();
-            self.saw_data = true;
-            if data == b"[DONE]" {
-                self.done = true;
-            } else if find(data, b"\"usage\"").is_some() {
-                if let Ok(Some(u)) = crate::openai::response_usage(data) {
-                    self.usage = Some(u);
+    /// At the end of the stream: the partial event, read as if it were
+    /// complete (a last `data: [DONE]` without its blank line).
+    pub fn flush(&mut self, on: &mut dyn FnMut(&Event<'_>) -> bool) -> bool {
+        self.len > 0 && self.emit_pending(on)
+    }
+
+    /// Where the pending event ends in `rest` (just past its blank line),
+    /// counting a blank line that began in the previous chunk.
+    fn end_of_pending(&self, rest: &[u8]) -> Option<usize> {
+        let kept = if self.len <= WHOLE_EVENT {
+            &self.part[..]
+        } else {
+            &self.tail[..]
+        };
+        let prev = &kept[kept.len().saturating_sub(3)..];
+        if !prev.is_empty() {
+            let mut window = [0u8; 6];
+            let n = prev.len() + rest.len().min(3);
+            window[..prev.len()].copy_from_slice(prev);
+            window[prev.len()..n].copy_from_slice(&rest[..n - prev.len()]);
+            if let Some((s, sep)) = blank_line(&window[..n]) {
+                if s < prev.len() {
+                    return Some(s + sep - prev.len());
                 }
             }
         }
+        blank_line(rest).map(|(s, sep)| s + sep)
     }
-}
 
-/// Whether a prefetch buffer holds a complete `data:` event (the commit point).
-pub fn has_first_event(buf: &[u8]) -> bool {
-    let mut rest = buf;
-    while let Some(end) = event_end(rest) {
-        if rest[..end]
-            .split(|&b| b == b'\n')
-            .any(|l| l.starts_with(b"data:"))
-        {
-            return true;
+    /// Appends bytes of the partial event, switching to head and tail past
+    /// [`WHOLE_EVENT`].
+    fn keep(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
         }
-        rest = &rest[end..];
+        let before = self.len;
+        self.len += bytes.len();
+        if self.len <= WHOLE_EVENT {
+            self.part.extend_from_slice(bytes);
+            return;
+        }
+        if before <= WHOLE_EVENT {
+            // Becomes long: the head stays, the rest is tail.
+            self.tail.clear();
+            let after_head = &self.part[HEAD.min(self.part.len())..];
+            self.tail
+                .extend_from_slice(&after_head[after_head.len().saturating_sub(TAIL + 3)..]);
+            self.part.truncate(HEAD);
+            if self.part.len() < HEAD {
+                let fill = (HEAD - self.part.len()).min(bytes.len());
+                self.part.extend_from_slice(&bytes[..fill]);
+            }
+        }
+        // Only the last TAIL + 3 bytes matter.
+        let bytes = &bytes[bytes.len().saturating_sub(TAIL + 3)..];
+        self.tail.extend_from_slice(bytes);
+        let over = self.tail.len().saturating_sub(TAIL + 3);
+        if over > 0 {
+            self.tail.drain(..over);
+        }
     }
-    false
+
+    fn emit_pending(&mut self, on: &mut dyn FnMut(&Event<'_>) -> bool) -> bool {
+        let stop = if self.len <= WHOLE_EVENT {
+            Event::parse(&self.part, None).is_some_and(|e| on(&e))
+        } else {
+            let tail = &self.tail[self.tail.len().saturating_sub(TAIL)..];
+            Event::parse(&self.part, Some(tail)).is_some_and(|e| on(&e))
+        };
+        self.part.clear();
+        self.tail.clear();
+        self.len = 0;
+        if self.part.capacity() > HEAD {
+            // A long event's buffer is not kept for the rest of the stream.
+            self.part.shrink_to(HEAD);
+        }
+        self.tail.shrink_to(2 * TAIL);
+        stop
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn scanner_finds_usage_and_done_across_chunk_splits() {
-        let full = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n";
-        for split in 1..full.len() {
-            let mut s = SseScanner::default();
-            s.feed(&full[..split]);
-            s.feed(&full[split..]);
-            assert!(s.done, "split at {split}");
-            assert_eq!(
-                s.usage,
-                Some(Usage {
-                    prompt_tokens: 5,
-                    completion_tokens: 7
-                }),
-                "split at {split}"
-            );
+    fn events(chunks: &[&[u8]]) -> Vec<(Option<Vec<u8>>, Vec<u8>, bool)> {
+        let mut f = Framer::default();
+        let mut out = Vec::new();
+        let mut on = |e: &Event<'_>| {
+            out.push((e.name.map(<[u8]>::to_vec), e.data.to_vec(), e.whole()));
+            false
+        };
+        for c in chunks {
+            f.feed(c, &mut on);
         }
+        f.flush(&mut on);
+        out
     }
 
     #[test]
-    fn null_usage_is_ignored_and_crlf_works() {
-        let mut s = SseScanner::default();
-        s.feed(b"data: {\"usage\":null}\r\n\r\ndata: [DONE]\r\n\r\n");
-        assert!(s.done);
-        assert_eq!(s.usage, None);
+    fn fields_comments_and_multi_line_data() {
+        let got =
+            events(&[b": ping\n\nevent: a\r\ndata: {\"x\":\r\ndata:1}\r\n\r\nid: 3\ndata\n\n"]);
+        assert_eq!(
+            got,
+            vec![
+                (Some(b"a".to_vec()), b"{\"x\":\n1}".to_vec(), true),
+                (None, Vec::new(), true),
+            ]
+        );
     }
 
     #[test]
-    fn first_event_detection() {
-        assert!(!has_first_event(b": keep-alive\n\n"));
-        assert!(!has_first_event(b"data: {\"a\":1}"));
-        assert!(has_first_event(b": ping\n\ndata: {\"a\":1}\n\n"));
+    fn same_events_for_every_split_and_a_stop_offset() {
+        let full: &[u8] = b"data: a\n\nevent: e\ndata: b\r\n\r\ndata: [DONE]\n\ndata: after\n\n";
+        let whole = events(&[full]);
+        for cut in 0..full.len() {
+            assert_eq!(events(&[&full[..cut], &full[cut..]]), whole, "cut {cut}");
+        }
+        let mut f = Framer::default();
+        let at = f.feed(full, &mut |e| &*e.data == b"[DONE]");
+        assert_eq!(at, Some(full.len() - b"data: after\n\n".len()));
     }
 
     #[test]
-    fn find_works() {
-        assert_eq!(find(b"abcabd", b"abd"), Some(3));
-        assert_eq!(find(b"ab", b"abc"), None);
-        assert_eq!(find(b"ab", b""), None);
+    fn long_events_keep_head_and_tail_and_bounded_memory() {
+        let mut ev =
+            b"event: response.completed\ndata: {\"type\":\"response.completed\",\"x\":\"".to_vec();
+        ev.extend(std::iter::repeat_n(b'a', 200_000));
+        ev.extend_from_slice(b"\",\"usage\":{\"input_tokens\":1}}\n\n");
+        let whole = events(&[&ev]);
+        assert_eq!(whole.len(), 1);
+        assert!(!whole[0].2);
+        for step in [1000, 4096, 65_536, 99_999] {
+            let chunks: Vec<&[u8]> = ev.chunks(step).collect();
+            assert_eq!(events(&chunks), whole, "step {step}");
+        }
+        let mut f = Framer::default();
+        let mut tail = Vec::new();
+        for c in ev.chunks(333) {
+            f.feed(c, &mut |e| {
+                tail = e.end().to_vec();
+                false
+            });
+            assert!(f.part.capacity() <= WHOLE_EVENT * 2 && f.tail.capacity() <= 3 * TAIL);
+        }
+        assert!(tail.ends_with(b"\"usage\":{\"input_tokens\":1}}\n\n"));
     }
 
     #[test]
     fn blank_line_takes_whichever_separator_comes_first() {
         assert_eq!(blank_line(b"data: a\n\ndata: b\r\n\r\n"), Some((7, 2)));
         assert_eq!(blank_line(b"data: a\r\n\r\ndata: b\n\n"), Some((7, 4)));
-        assert_eq!(blank_line(b"data: a\r\n\r\n"), Some((7, 4)));
-        assert_eq!(blank_line(b"data: a\n\n"), Some((7, 2)));
         assert_eq!(blank_line(b"data: a\r\n"), None);
-        assert_eq!(blank_line(b"\n\n"), Some((0, 2)));
         assert_eq!(blank_line(b"\r\n\r\n\n\n"), Some((0, 4)));
         assert_eq!(blank_line(b"a\r\n\n"), Some((2, 2)));
     }

@@ -64,6 +64,8 @@ pub struct Base {
     pub matcher: Arc<ModelMatcher>,
     /// Routes with their names resolved to ids, at their configured shares.
     pub routes: Vec<RouteView>,
+    /// The route of pass-through requests (`passthrough_route`, else the first).
+    pub passthrough: RouteId,
     /// Per upstream, a digest of everything its client and probe depend on
     /// (settings, resolved address, key): a reload restarts the probe of an
     /// upstream only when it changed.
@@ -132,7 +134,16 @@ impl Base {
                 split,
             ));
         }
+        let passthrough = cfg
+            .passthrough_route
+            .as_deref()
+            .map_or(Some(0), |name| {
+                cfg.routes.iter().position(|r| r.name == name)
+            })
+            .and_then(RouteId::new)
+            .ok_or("passthrough_route: no such route")?;
         Ok(Self {
+            passthrough,
             counters: cfg.upstreams.iter().map(|_| Default::default()).collect(),
             upstreams: upstreams.into(),
             keys: ClientKeys::new(&cfg, secrets),

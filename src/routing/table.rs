@@ -111,6 +111,11 @@ impl RouteView {
         }
     }
 
+    /// Primary then fallbacks: the chain of everyone outside the share.
+    pub fn unsplit_chain(&self) -> Chain {
+        self.chains[0]
+    }
+
     /// The same route with another effective share.
     pub fn with_percentage(&self, percentage: f64) -> Self {
         let mut r = self.clone();

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -23,8 +23,13 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::outcome::Outcome;
 
+/// A request body for an upstream: the usual whole body (a routed request,
+/// replayed on failover), or a pass-through client's body streamed as it
+/// arrives. `Either` keeps the whole-body path free of boxing.
+pub type UpstreamBody = Either<Full<Bytes>, axum::body::Body>;
+
 /// One upstream's keep-alive pool (HTTP/1.1, or HTTP/2 when TLS negotiates it).
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// An upstream's response body as a stream of chunks.
 pub type BodyStream = BoxStream<'static, Result<Bytes, hyper::Error>>;

@@ -15,9 +15,10 @@ use http_body_util::Full;
 
 pub use client::{
     describe, install_crypto, send_error_outcome, BodyStream, HttpClient, Incoming, SendError,
+    UpstreamBody,
 };
 
-use crate::config::{PriceConfig, Secret, TimeoutsConfig, UpstreamConfig};
+use crate::config::{AuthHeader, PriceConfig, Secret, TimeoutsConfig, UpstreamConfig};
 
 /// One configured provider, ready to be called.
 #[derive(Debug)]
@@ -28,7 +29,8 @@ pub struct Upstream {
     pub base_url: String,
     /// Pooled keep-alive client with this upstream's connect timeout.
     client: HttpClient,
-    auth: Option<HeaderValue>,
+    /// The upstream's key, as the header it expects (`upstreams[].auth_header`).
+    auth: Option<(HeaderName, HeaderValue)>,
     /// Client model name → this upstream's name.
     pub model_map: HashMap<String, String>,
     /// Timeouts of calls to it.
@@ -63,7 +65,11 @@ impl Upstream {
             .map_err(|e| format!("upstream {}: cannot build HTTP client: {e}", cfg.name))?;
         let auth = match key {
             Some(k) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", k.0)).map_err(|_| {
+                let (name, text) = match cfg.auth_header {
+                    AuthHeader::Authorization => (header::AUTHORIZATION, format!("Bearer {}", k.0)),
+                    AuthHeader::XApiKey => (HeaderName::from_static("x-api-key"), k.0.clone()),
+                };
+                let mut v = HeaderValue::from_str(&text).map_err(|_| {
                     format!(
                         "upstream {}: the key in {} is not a valid header value",
                         cfg.name,
@@ -71,7 +77,7 @@ impl Upstream {
                     )
                 })?;
                 v.set_sensitive(true);
-                Some(v)
+                Some((name, v))
             }
             None => None,
         };
@@ -100,39 +106,31 @@ impl Upstream {
         u
     }
 
-    /// Sends a POST with the allowlisted client headers, this upstream's key and the body.
-    pub fn post(
-        &self,
-        suffix: &str,
-        headers: &HeaderMap,
-        body: Bytes,
-    ) -> Result<ResponseFuture, axum::http::Error> {
-        self.send(Method::POST, suffix, Some(headers), body)
-    }
-
-    /// Sends a GET (health probe, model list) with this upstream's key.
-    pub fn get(&self, suffix: &str) -> Result<ResponseFuture, axum::http::Error> {
-        self.send(Method::GET, suffix, None, Bytes::new())
-    }
-
-    fn send(
+    /// Sends a request with the allowlisted client headers (`None`: none, a
+    /// probe), this upstream's key and the body.
+    pub fn request(
         &self,
         method: Method,
         suffix: &str,
         headers: Option<&HeaderMap>,
-        body: Bytes,
+        body: UpstreamBody,
     ) -> Result<ResponseFuture, axum::http::Error> {
-        let mut req = Request::new(Full::new(body));
+        let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = self.uri(suffix)?;
         let h = req.headers_mut();
         if let Some(headers) = headers {
             h.clone_from(headers);
         }
-        if let Some(a) = &self.auth {
-            h.insert(header::AUTHORIZATION, a.clone());
+        if let Some((name, value)) = &self.auth {
+            h.insert(name.clone(), value.clone());
         }
         Ok(self.client.request(req))
+    }
+
+    /// Sends a GET (health probe, model list) with this upstream's key.
+    pub fn get(&self, suffix: &str) -> Result<ResponseFuture, axum::http::Error> {
+        self.request(Method::GET, suffix, None, whole(Bytes::new()))
     }
 
     /// The full URI of an endpoint: pre-parsed for the usual ones.
@@ -157,26 +155,43 @@ impl Upstream {
     }
 }
 
+/// A whole request body.
+pub fn whole(body: Bytes) -> UpstreamBody {
+    UpstreamBody::Left(Full::new(body))
+}
+
 /// Client headers that may reach an upstream. Everything else is dropped:
 /// credentials, cookies, hop-by-hop headers, `host`, `content-length` (recomputed).
 fn forwardable(name: &HeaderName) -> bool {
     let n = name.as_str();
-    matches!(n, "content-type" | "accept" | "user-agent" | "x-request-id")
-        || n.starts_with("openai-")
+    matches!(
+        n,
+        "content-type"
+            | "accept"
+            | "user-agent"
+            | "x-request-id"
+            | "idempotency-key"
+            | "range"
+            | "if-match"
+            | "if-none-match"
+            | "if-modified-since"
+            | "if-unmodified-since"
+    ) || n.starts_with("openai-")
         || n.starts_with("x-stainless-")
         || n.starts_with("anthropic-")
         || n.starts_with("x-mock-")
 }
 
-/// The allowlisted subset of the client's headers.
-pub fn forward_headers(client: &HeaderMap) -> HeaderMap {
+/// The allowlisted subset of the client's headers; `json`: a JSON body
+/// without a `content-type` gets `application/json`.
+pub fn forward_headers(client: &HeaderMap, json: bool) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(8);
     for (k, v) in client {
         if forwardable(k) {
             out.append(k.clone(), v.clone());
         }
     }
-    if !out.contains_key(header::CONTENT_TYPE) {
+    if json && !out.contains_key(header::CONTENT_TYPE) {
         out.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -185,13 +200,45 @@ pub fn forward_headers(client: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// Upstream response headers a client may see (content type and provider timing, never cookies).
-pub fn client_visible(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    matches!(
-        n,
-        "content-type" | "cache-control" | "openai-processing-ms" | "openai-version"
-    )
+/// Upstream response headers a client may see: all but hop-by-hop ones
+/// (RFC 9110 §7.6.1), the provider's cookies and `alt-svc` (they speak of
+/// the provider's host, not Turnout's), and `content-length` unless `length`
+/// (a body passed through byte for byte keeps it; a relayed stream may
+/// gain an error event).
+pub fn client_visible(name: &HeaderName, length: bool) -> bool {
+    !matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "set-cookie"
+            | "alt-svc"
+            | "date"
+            | "server"
+    ) && (length || name != header::CONTENT_LENGTH)
+}
+
+/// The client-visible subset of an upstream's response headers.
+pub fn visible_headers(h: &HeaderMap, length: bool) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(h.len());
+    // Headers the upstream named in `Connection` are hop-by-hop too.
+    let named = h.get(header::CONNECTION).and_then(|v| v.to_str().ok());
+    for (k, v) in h {
+        let listed = named.is_some_and(|c| {
+            c.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(k.as_str()))
+        });
+        if client_visible(k, length) && !listed {
+            out.append(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -216,9 +263,41 @@ mod tests {
         ] {
             h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
-        let out = forward_headers(&h);
+        let out = forward_headers(&h, true);
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), 3, "{names:?}");
         assert!(out.contains_key("openai-beta") && out.contains_key("x-stainless-lang"));
+        assert!(!forward_headers(&HeaderMap::new(), false).contains_key("content-type"));
+    }
+
+    #[test]
+    fn response_headers_pass_except_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-ratelimit-remaining-requests", "99"),
+            ("openai-organization", "org"),
+            ("x-request-id", "req_1"),
+            ("content-length", "12"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("set-cookie", "a=b"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let names = |m: HeaderMap| {
+            let mut v: Vec<String> = m.keys().map(|k| k.to_string()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(visible_headers(&h, false)),
+            [
+                "openai-organization",
+                "x-ratelimit-remaining-requests",
+                "x-request-id"
+            ]
+        );
+        assert!(visible_headers(&h, true).contains_key("content-length"));
     }
 }

@@ -96,7 +96,7 @@ pub async fn start_with(yaml: &str, secrets: Secrets, state_path: PathBuf) -> Ha
 pub async fn start_file(
     yaml: &str,
     secrets: Secrets,
-    env: turnout::control::reload::Env,
+    env: turnout::app::Env,
 ) -> (Harness, PathBuf) {
     let state_path = temp_state();
     let full = format!("state_path: {:?}\n{yaml}", state_path.display().to_string());

@@ -35,6 +35,8 @@ pub struct Opts {
     pub websocket: &'static str,
     /// YAML of both upstreams' `timeouts` (flow style), e.g. `{total: 500ms}`.
     pub timeouts: &'static str,
+    /// YAML of the `failover` section (flow style), e.g. `{same_upstream_retries: 0}`.
+    pub failover: &'static str,
     pub primary: MockSettings,
     pub fallback: MockSettings,
 }
@@ -45,6 +47,7 @@ impl Default for Opts {
             keyed: false,
             websocket: "{}",
             timeouts: "{}",
+            failover: "{}",
             primary: mock("primary"),
             fallback: mock("fallback"),
         }
@@ -90,11 +93,12 @@ impl Harness {
             "{disabled: true}"
         };
         let yaml = format!(
-            "listen: 127.0.0.1:0\nstate_path: {state:?}\nauth: {auth}\nwebsocket: {ws}\n\
+            "listen: 127.0.0.1:0\nstate_path: {state:?}\nauth: {auth}\nwebsocket: {ws}\nfailover: {fo}\n\
              upstreams:\n  - {{name: primary, base_url: '{p}', timeouts: {t}}}\n  - {{name: fallback, base_url: '{f}', timeouts: {t}}}\n\
              routes:\n  - {{name: chat, models: ['*'], primary: primary, fallbacks: [fallback]}}\n",
             ws = o.websocket,
             t = o.timeouts,
+            fo = o.failover,
             p = primary.base_url(),
             f = fallback.base_url(),
         );

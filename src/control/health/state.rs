@@ -27,7 +27,7 @@ impl Verdict {
     /// What an attempt's outcome says about health; a 429's `Retry-After` is
     /// honoured up to `retry_after_max`.
     pub fn of(outcome: Outcome, retry_after: Option<Duration>, retry_after_max: Duration) -> Self {
-        if outcome.is_ok() {
+        if outcome.is_healthy() {
             Self::Ok
         } else if outcome.is_throttled() {
             Self::Throttled(retry_after.map(|d| d.min(retry_after_max)))
@@ -186,11 +186,6 @@ impl UpstreamHealth {
         let until = now + time;
         self.ejected_until = Some(self.ejected_until.map_or(until, |t| t.max(until)));
         self.consecutive_failures = 0;
-    }
-
-    /// Number of ejections so far.
-    pub fn ejections(&self) -> u32 {
-        self.ejections
     }
 }
 

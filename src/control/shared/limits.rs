@@ -70,11 +70,6 @@ impl Default for Refill {
 }
 
 impl Refill {
-    /// Replicas seen in the last 10 s (this one included; 1 before any answer).
-    pub fn replicas(&self) -> u32 {
-        self.replicas
-    }
-
     /// One refill of every lease of `limits`; `interval` is how often it runs.
     pub async fn tick(&mut self, link: &Link, limits: &Limits, interval: Duration) {
         let now = Instant::now();

@@ -92,11 +92,6 @@ impl Link {
         format!("{}{name}", self.prefix)
     }
 
-    /// Whether the last command reached Redis.
-    pub fn is_up(&self) -> bool {
-        self.state.load(Ordering::Relaxed) == UP
-    }
-
     /// Runs one exchange with Redis under the timeout, and records whether
     /// Redis answered (a flip is logged, counted and alerted once).
     pub async fn run<T, F, Fut>(&self, f: F) -> Option<T>

@@ -72,7 +72,7 @@ pub(crate) struct Conn {
     pub headers: Arc<HeaderMap>,
     /// `x-user-id` header, else `?user=`.
     pub split_key: Option<String>,
-    /// `?model=`.
+    /// `?model=`, else the config's `websocket.default_model`.
     pub default_model: Option<String>,
     /// Connection id, prefix of each request's log id.
     pub id: String,
@@ -136,11 +136,14 @@ pub async fn upgrade(
         .filter(|v| !v.is_empty());
     let conn = Conn {
         identity,
-        headers: Arc::new(crate::upstream::forward_headers(&headers)),
+        headers: Arc::new(crate::upstream::forward_headers(&headers, true)),
         split_key: header_user
             .map(str::to_owned)
             .or(params.user.filter(|u| !u.is_empty())),
-        default_model: params.model.filter(|m| !m.is_empty()),
+        default_model: params
+            .model
+            .filter(|m| !m.is_empty())
+            .or_else(|| limits.default_model.clone()),
         id: format!("ws-{:016x}", fastrand::u64(..)),
         limits,
         app,

@@ -6,7 +6,6 @@
 //! `error`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::Message;
 use futures_util::StreamExt;
@@ -20,17 +19,15 @@ use super::outcome::{End, Fail, Progress};
 use super::protocol;
 use super::Conn;
 use crate::accounting::Transport;
-use crate::openai::Usage;
+use crate::openai::UsageFields;
 use crate::outcome::Outcome;
 use crate::request::failover::{FailoverLayer, ProxyCall, Served, UpstreamService};
 use crate::request::finish::Finish;
 use crate::request::gate::rate_limit;
 use crate::request::plan::{plan, split_key};
-use crate::request::reader::StreamReader;
-
-/// How long a finished stream may take to reach EOF, so its upstream
-/// connection goes back to the pool instead of being dropped.
-const DRAIN: Duration = Duration::from_secs(1);
+use crate::request::protocol::Protocol;
+use crate::request::reader::{StreamReader, DRAIN};
+use serde::Deserialize;
 
 /// What the connection learns when a request task ends.
 pub(crate) struct Ended {
@@ -100,6 +97,8 @@ async fn serve(
         headers: conn.headers.clone(),
         body: job.body.clone(),
         facts: job.facts.clone(),
+        method: axum::http::Method::POST,
+        protocol: Protocol::Chat,
     };
     let failover = tower::Layer::layer(&FailoverLayer::new(app.clone()), UpstreamService);
     let walk = tower::ServiceExt::oneshot(failover, call);
@@ -129,10 +128,16 @@ async fn serve(
             }
             end
         }
-        Served::Stream { first, rest, .. } => {
+        // Chat requests are never passed through.
+        Served::Raw { .. } => End::Failed(Fail::api(&crate::error::ApiError::internal(
+            "unexpected pass-through answer",
+        ))),
+        Served::Stream {
+            first, rest, scan, ..
+        } => {
             let timeouts = &plan.snap.upstream(s.upstream).timeouts;
             let deadline = fin.started() + timeouts.total;
-            let reader = StreamReader::new(first, rest, timeouts.idle, deadline);
+            let reader = StreamReader::new(first, rest, scan, timeouts.idle, deadline);
             let _active = fin.stream_opened();
             relay(out, job, cancel, p, reader).await
         }
@@ -181,7 +186,7 @@ async fn relay(
                 done,
             } = piece;
             if let Some(u) = usage {
-                p.usage = serde_json::from_value::<Usage>(u.clone()).ok();
+                p.usage = UsageFields::deserialize(&u).ok().and_then(|f| f.usage());
                 p.usage_raw = Some(u);
             }
             if let Some(e) = error {

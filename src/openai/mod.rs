@@ -9,6 +9,11 @@ use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
+pub mod form;
+mod usage;
+
+pub use usage::{usage_in, Usage, UsageFields};
+
 /// What routing needs from a request body.
 #[derive(Debug, Clone, Default)]
 pub struct RequestFacts {
@@ -22,6 +27,8 @@ pub struct RequestFacts {
     pub user: Option<String>,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// Read from a multipart form: `model_span` is the bare value, not a JSON string.
+    pub form: bool,
 }
 
 #[derive(Deserialize)]
@@ -91,9 +98,14 @@ fn span_of(outer: &str, inner: &str) -> Option<(usize, usize)> {
     (end <= outer.len()).then_some((start, end))
 }
 
-/// The body with its `model` value replaced; other bytes unchanged.
-pub fn with_model(body: &Bytes, span: (usize, usize), model: &str) -> Bytes {
-    let quoted = serde_json::Value::String(model.to_owned()).to_string();
+/// The body with its `model` value replaced; other bytes unchanged. `form`:
+/// the value is a multipart field's bare text, not a JSON string.
+pub fn with_model(body: &Bytes, span: (usize, usize), model: &str, form: bool) -> Bytes {
+    let quoted = if form {
+        model.to_owned()
+    } else {
+        serde_json::Value::String(model.to_owned()).to_string()
+    };
     let mut out = BytesMut::with_capacity(body.len() + quoted.len());
     out.extend_from_slice(&body[..span.0]);
     out.extend_from_slice(quoted.as_bytes());
@@ -101,37 +113,100 @@ pub fn with_model(body: &Bytes, span: (usize, usize), model: &str) -> Bytes {
     out.freeze()
 }
 
-/// Token counts reported by an upstream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct Usage {
-    /// Prompt (input) tokens.
-    #[serde(default)]
-    pub prompt_tokens: u64,
-    /// Completion (output) tokens.
-    #[serde(default)]
-    pub completion_tokens: u64,
+/// What a whole (non-streamed) JSON answer says about itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// A top-level `error` that is not `null` (an error object sent with a 2xx).
+    pub error: bool,
+    /// A top-level `"status": "failed"` (a failed Responses object).
+    pub failed: bool,
+    /// Its `usage`, in any protocol's spelling.
+    pub usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
-struct UsageOnly {
+struct AnswerPeek<'a> {
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    status: Option<&'a RawValue>,
     #[serde(default)]
-    usage: Option<Usage>,
+    usage: Option<UsageFields>,
 }
 
 /// An upstream body that should have been JSON and was not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotJson;
 
-/// Validates a JSON response body and reads its `usage`; `Err` when it is not JSON.
-pub fn response_usage(body: &[u8]) -> Result<Option<Usage>, NotJson> {
-    serde_json::from_slice::<UsageOnly>(body)
-        .map(|u| u.usage)
-        .map_err(|_| NotJson)
+/// Whether an error body says the request is too long for the model
+/// (`context_length_exceeded`, as OpenAI and most relays spell it, in
+/// `error.code` or `error.type`; or the message's "maximum context length").
+pub fn is_context_length_error(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        error: Option<Inner<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Inner<'a> {
+        #[serde(borrow, default)]
+        code: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default, rename = "type")]
+        kind: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        message: Option<std::borrow::Cow<'a, str>>,
+    }
+    const CODE: &str = "context_length_exceeded";
+    // Cheap test first: most 400s are something else.
+    let mentions = memchr::memmem::find(body, CODE.as_bytes()).is_some()
+        || memchr::memmem::find(body, b"maximum context length").is_some();
+    if !mentions {
+        return false;
+    }
+    let Ok(Body { error: Some(e) }) = serde_json::from_slice::<Body<'_>>(body) else {
+        return false;
+    };
+    e.code.as_deref() == Some(CODE)
+        || e.kind.as_deref() == Some(CODE)
+        || e.message
+            .as_deref()
+            .is_some_and(|m| m.contains("maximum context length"))
+}
+
+/// Validates a JSON answer and reads what judging it needs (one pass, no tree).
+pub fn read_answer(body: &[u8]) -> Result<Answer, NotJson> {
+    let p: AnswerPeek<'_> = serde_json::from_slice(body).map_err(|_| NotJson)?;
+    Ok(Answer {
+        error: p.error.is_some_and(|e| e.get() != "null"),
+        failed: p.status.is_some_and(|s| s.get() == "\"failed\""),
+        usage: p.usage.and_then(|u| u.usage()),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_length_errors_are_recognised() {
+        let yes = [
+            r#"{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            r#"{"error":{"message":"too long","type":"context_length_exceeded"}}"#,
+            r#"{"error":{"message":"This model's maximum context length is 4097 tokens","code":null}}"#,
+        ];
+        for b in yes {
+            assert!(is_context_length_error(b.as_bytes()), "{b}");
+        }
+        let no = [
+            r#"{"error":{"message":"bad","code":"invalid_request"}}"#,
+            r#"{"error":{"message":"content_policy","code":"content_policy_violation"}}"#,
+            r#"not json context_length_exceeded"#,
+            r#"{"detail":"context_length_exceeded"}"#,
+        ];
+        for b in no {
+            assert!(!is_context_length_error(b.as_bytes()), "{b}");
+        }
+    }
 
     #[test]
     fn reads_facts_and_ignores_nested_model() {
@@ -149,7 +224,7 @@ mod tests {
         let body = Bytes::from_static(br#"{"model" : "a\u0062c", "extra":{"model":"keep"}}"#);
         let f = peek(&body).unwrap();
         assert_eq!(f.model.as_deref(), Some("abc"));
-        let out = with_model(&body, f.model_span.unwrap(), "new\"name");
+        let out = with_model(&body, f.model_span.unwrap(), "new\"name", false);
         assert_eq!(
             &out[..],
             br#"{"model" : "new\"name", "extra":{"model":"keep"}}"#
@@ -167,18 +242,24 @@ mod tests {
     }
 
     #[test]
-    fn usage_from_json() {
-        let u = response_usage(
+    fn answers_are_judged_in_one_pass() {
+        let a = read_answer(
             br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
         )
         .unwrap();
         assert_eq!(
-            u,
+            a.usage,
             Some(Usage {
                 prompt_tokens: 3,
                 completion_tokens: 4
             })
         );
-        assert!(response_usage(b"garbage").is_err());
+        assert!(!a.error && !a.failed);
+        let r = read_answer(br#"{"object":"response","status":"failed","error":{"code":"server_error"},"usage":null}"#).unwrap();
+        assert!(r.error && r.failed && r.usage.is_none());
+        let ok = read_answer(br#"{"object":"response","status":"completed","error":null,"usage":{"input_tokens":1,"output_tokens":2}}"#).unwrap();
+        assert!(!ok.error && !ok.failed);
+        assert_eq!(ok.usage.map(|u| u.completion_tokens), Some(2));
+        assert!(read_answer(b"garbage").is_err());
     }
 }
