@@ -49,6 +49,7 @@ use crate::control::alerts::Alerts;
 pub use crate::control::reload::Env;
 use crate::control::reload::{build_base, Reloader, ReloaderParts};
 use crate::control::shared::limits::Refill;
+use crate::control::shared::windows::Tally;
 use crate::control::shared::{Link, RedisStore};
 use crate::control::simulated::Simulated;
 use crate::control::store::{FileStore, SplitStore};
@@ -176,8 +177,12 @@ pub async fn start_with(
     // The shared state is read before anything is served (`/ready`).
     let overrides = store.load().await;
     let base = build_base(cfg.clone(), &secrets, &base_urls, redis.is_some(), None)?;
-    let (control, handle, live) =
+    let (mut control, handle, live) =
         Control::new(Arc::new(base), overrides, store, metrics.clone(), alerts);
+    let tally = Arc::new(Tally::default());
+    if redis.is_some() {
+        control.share_windows(tally.clone());
+    }
     let (background, background_rx) = watch::channel(false);
     let (accepting, accepting_rx) = watch::channel(false);
     let tasks = CancellationToken::new();
@@ -188,15 +193,16 @@ pub async fn start_with(
         refill
             .tick(store.link(), live.load().limits(), r.sync_interval)
             .await;
-        tokio::spawn(crate::control::shared::sync::run(
-            store.clone(),
-            live.clone(),
-            handle.clone(),
-            r.sync_interval,
+        let sync = crate::control::shared::sync::Sync {
+            store: store.clone(),
+            live: live.clone(),
+            control: handle.clone(),
+            interval: r.sync_interval,
             refill,
-            accounting.clone(),
-            tasks.clone(),
-        ));
+            accounting: accounting.clone(),
+            tally,
+        };
+        tokio::spawn(crate::control::shared::sync::run(sync, tasks.clone()));
     }
     let reloader = Reloader::new(ReloaderParts {
         path: opts.config_path,

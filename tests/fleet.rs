@@ -423,3 +423,43 @@ async fn redis_killed_and_restarted_under_traffic_loses_no_request_and_no_rollba
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automatic_rollback_is_decided_on_the_fleets_traffic() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (mock("a").await, mock("b").await);
+    b.set_fault(
+        turnout::mock::FaultScope::Chat,
+        Some(turnout::mock::Fault::Status {
+            code: 500,
+            retry_after: None,
+        }),
+    );
+    // No ejection (it would roll back on its own): only the window decides.
+    let body = format!(
+        "outlier: {{consecutive_failures: 1000, error_rate: 1.0, min_requests: 1000}}\n{}",
+        config(
+            &[upstream("a", &a, ""), upstream("b", &b, "")],
+            "{name: chat, models: ['*'], primary: a, fallbacks: [b], split: {target: b, percentage: 100, auto_rollback: {min_requests: 30, max_error_rate: 0.5, window: 60s}}}",
+        )
+    );
+    let fleet = Fleet::start(&redis, &body, 3, secrets()).await;
+    // 12 requests per replica: fewer than min_requests on any one of them,
+    // 36 across the fleet. Each fails on b and is served by a.
+    for (i, h) in fleet.replicas.iter().enumerate() {
+        for n in 0..12 {
+            assert_eq!(served_by(h, &format!("u{i}-{n}")).await, "a");
+        }
+    }
+    let t = propagation(&fleet, 0.0, None).await;
+    eprintln!("fleet-wide automatic rollback in force everywhere after {t:?}");
+    let mut auto = 0.0;
+    for h in &fleet.replicas {
+        auto += metric_sum(
+            &h.metrics().await,
+            "turnout_rollbacks_total",
+            &["trigger=\"auto\""],
+        );
+    }
+    assert!(auto >= 1.0, "an automatic rollback was counted");
+}

@@ -91,4 +91,11 @@ pub enum Event {
     },
     /// The fleet's shares as last read from the shared store.
     Shared(Overrides),
+    /// A route's automatic-rollback window across the fleet: per second,
+    /// the target's requests and failures (`None`: Redis unreachable, judge
+    /// this replica's own window).
+    FleetWindow {
+        route: String,
+        buckets: Option<Vec<(u64, u64, u64)>>,
+    },
 }

@@ -37,6 +37,7 @@ pub use events::{Event, ReloadReport, SplitChange, Trigger};
 use alerts::Alerts;
 use health::prober::Probes;
 use health::{UpstreamHealth, Verdict};
+use shared::windows::Tally;
 use splits::Splits;
 use store::{Overrides, SplitStore, StoreWriter};
 
@@ -104,6 +105,8 @@ pub struct Control {
     /// Its own handle, for the probe loops it starts.
     me: ControlHandle,
     probes: Probes,
+    /// A fleet: the target outcomes the sync task adds to the fleet's window.
+    tally: Option<Arc<Tally>>,
     wall_offset: (Instant, SystemTime),
 }
 
@@ -140,6 +143,7 @@ impl Control {
             rx,
             me: me.clone(),
             probes: Probes::default(),
+            tally: None,
             wall_offset: (now, SystemTime::now()),
             live: live.clone(),
             base,
@@ -147,6 +151,13 @@ impl Control {
         c.init_metrics();
         c.publish();
         (c, me, live)
+    }
+
+    /// A fleet: automatic rollbacks are judged on the fleet's outcomes,
+    /// which this replica contributes to through `tally`.
+    pub fn share_windows(&mut self, tally: Arc<Tally>) {
+        self.tally = Some(tally);
+        self.splits.judge_on_fleet();
     }
 
     /// Starts the probes, then runs until shutdown (the probes stop with it).
@@ -256,6 +267,7 @@ impl Control {
                 false
             }
             Event::Shared(remote) => self.apply_shared(&remote),
+            Event::FleetWindow { route, buckets } => self.apply_fleet_window(&route, buckets),
         }
     }
 

@@ -71,6 +71,15 @@ impl Splits {
         self.watches.get_mut(i).and_then(Option::take)
     }
 
+    /// Every route's error rate is judged on the fleet's totals from now on.
+    pub(super) fn judge_on_fleet(&mut self) {
+        for w in &mut self.watches {
+            if let Some(watch) = w.take() {
+                *w = Some(watch.for_fleet());
+            }
+        }
+    }
+
     /// Puts back a watch kept across a reload.
     pub(super) fn put_watch(&mut self, i: usize, w: RollbackWatch) {
         if let Some(slot) = self.watches.get_mut(i) {
@@ -125,6 +134,9 @@ impl Control {
             .is_some_and(|s| s.target == upstream);
         if !is_target || self.splits.share(i).unwrap_or(0.0) <= 0.0 {
             return false;
+        }
+        if let Some(t) = &self.tally {
+            t.record(&self.base.routes[i].name, ok);
         }
         let reason = self.splits.watches[i]
             .as_mut()
@@ -249,5 +261,52 @@ impl Control {
             changed = true;
         }
         changed
+    }
+}
+
+impl Control {
+    /// Judges a route's automatic-rollback window on the fleet's totals
+    /// (`None`: Redis unreachable, this replica's own window). Outcomes from
+    /// before the route's last share change do not count.
+    pub(super) fn apply_fleet_window(
+        &mut self,
+        route: &str,
+        buckets: Option<Vec<(u64, u64, u64)>>,
+    ) -> bool {
+        let Some(id) = self
+            .base
+            .route_ids()
+            .find(|r| &*self.base.routes[r.index()].name == route)
+        else {
+            return false;
+        };
+        let i = id.index();
+        if self.splits.share(i).unwrap_or(0.0) <= 0.0 {
+            return false;
+        }
+        let Some(watch) = self.splits.watches[i].as_ref() else {
+            return false;
+        };
+        let since = self.splits.overrides.routes.get(route).map_or(0, |o| o.ts);
+        let verdict = match buckets {
+            Some(b) => {
+                let (t, f) = b
+                    .iter()
+                    .filter(|(sec, _, _)| sec.saturating_mul(1000) > since)
+                    .fold((0, 0), |(t, f), (_, bt, bf)| (t + bt, f + bf));
+                watch.judge_totals(t, f, "fleet")
+            }
+            None => {
+                let (t, f) = watch.local_counts(Instant::now());
+                watch.judge_totals(t, f, "this replica's (shared state unreachable)")
+            }
+        };
+        match verdict {
+            Some(reason) => {
+                self.set_share(id, 0.0, Trigger::Auto, Some(reason), None);
+                true
+            }
+            None => false,
+        }
     }
 }

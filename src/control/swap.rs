@@ -93,6 +93,9 @@ impl Control {
                 splits.put_watch(i, w);
             }
         }
+        if self.tally.is_some() {
+            splits.judge_on_fleet();
+        }
         self.splits = splits;
         reset
     }

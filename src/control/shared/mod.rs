@@ -3,7 +3,8 @@
 //! What is shared: split shares and rollbacks ([`store`], one hash, each
 //! route's latest change stamped with its time, so the later change wins),
 //! per-key rate limits ([`limits`], one token bucket per key, from which
-//! each replica leases a local allowance), and per-key usage ([`usage`]).
+//! each replica leases a local allowance), per-key usage ([`usage`]), and
+//! the automatic-rollback windows ([`windows`]).
 //! Health, the retry budget and connection pools stay local.
 //!
 //! Nothing on the request path talks to Redis: one background task
@@ -17,6 +18,7 @@ pub mod limits;
 pub mod store;
 pub mod sync;
 pub mod usage;
+pub mod windows;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
