@@ -1,6 +1,9 @@
 //! Builds the process: the first snapshot (upstream clients, keys, limits),
 //! the control task, probes, alerts, and the two listeners with their tower
-//! stacks.
+//! stacks. With `redis`, the shared state is read (or declared unreachable)
+//! and the rate-limit leases filled before anything is served, then the sync
+//! task keeps them current; the reloader and its file watcher swap configs;
+//! [`Running::shutdown_gracefully`] drains (PRODUCT.md §3.8).
 //!
 //! Public stack, outermost first (extensions a layer adds, in brackets):
 //! 1. trace (a span per request, at debug level)
