@@ -463,3 +463,30 @@ async fn an_automatic_rollback_is_decided_on_the_fleets_traffic() {
     }
     assert!(auto >= 1.0, "an automatic rollback was counted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_starts_and_serves_with_redis_down_and_joins_when_it_comes_up() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    redis.kill();
+    let (a, b) = (mock("a").await, mock("b").await);
+    let fleet = Fleet::start(&redis, &split_route(&a, &b), 2, secrets()).await;
+    for h in &fleet.replicas {
+        let ready = h.http.get(format!("{}/ready", h.url)).send().await.unwrap();
+        assert_eq!(ready.status(), 200, "Redis declared unreachable: ready");
+        assert_eq!(served_by(h, "someone").await, "a");
+        let m = h.metrics().await;
+        assert_eq!(metric_sum(&m, "turnout_shared_state_up", &[]), 0.0);
+    }
+    redis.restart();
+    for h in &fleet.replicas {
+        eventually("Redis seen up", Duration::from_secs(10), || async {
+            metric_sum(&h.metrics().await, "turnout_shared_state_up", &[]) == 1.0
+        })
+        .await;
+    }
+    let answer = set(&fleet.replicas[0], 100.0).await;
+    assert_eq!(answer["shared"], true, "{answer}");
+    propagation(&fleet, 100.0, Some("b")).await;
+}
