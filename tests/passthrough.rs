@@ -148,7 +148,10 @@ async fn every_method_with_or_without_a_body_reaches_the_primary_unsplit_with_it
         (Method::DELETE, "/v1/models", None),
     ];
     for (method, path, body) in cases {
-        let mut rb = send(&h, method.clone(), path).header("openai-beta", "assistants=v2");
+        let mut rb = send(&h, method.clone(), path)
+            .header("openai-beta", "assistants=v2")
+            .header("anthropic-version", "2023-06-01")
+            .header("anthropic-beta", "tools-2024-04-04");
         if let Some(b) = body {
             rb = rb.body(b);
         }
@@ -175,6 +178,8 @@ async fn every_method_with_or_without_a_body_reaches_the_primary_unsplit_with_it
         assert_eq!(seen.body, body.unwrap_or("").as_bytes(), "{method} {path}");
         assert_eq!(seen.headers["authorization"], "Bearer ka");
         assert_eq!(seen.headers["openai-beta"], "assistants=v2");
+        assert_eq!(seen.headers["anthropic-version"], "2023-06-01");
+        assert_eq!(seen.headers["anthropic-beta"], "tools-2024-04-04");
         for (k, v) in &seen.headers {
             assert!(
                 !v.as_bytes().windows(10).any(|w| w == b"client-key"),

@@ -449,3 +449,30 @@ async fn plain_http_on_the_socket_path_gets_an_openai_shaped_error() {
         assert!(body["error"]["code"].is_string(), "{body}");
     }
 }
+
+#[tokio::test]
+async fn a_browser_message_without_model_uses_the_configured_default_model() {
+    let h = Harness::start(Opts {
+        websocket: "{default_model: claude-sonnet-4.5}",
+        ..Opts::default()
+    })
+    .await;
+    let mut ws = h.connect("", &[]).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "content": "hi", "id": "m1"}),
+    )
+    .await;
+    let r = reply(&mut ws, "m1").await;
+    assert_eq!(r.last["type"], "done", "{:?}", r.last);
+    assert_eq!(last_body(&h.primary)["model"], "claude-sonnet-4.5");
+    // `?model=` wins over the config's default.
+    let mut ws = h.connect("model=gpt-4.1", &[]).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "content": "hi", "id": "m2"}),
+    )
+    .await;
+    reply(&mut ws, "m2").await;
+    assert_eq!(last_body(&h.primary)["model"], "gpt-4.1");
+}

@@ -295,10 +295,9 @@ async fn transcription(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -
     s.counters.audio.fetch_add(1, Relaxed);
     s.record("/v1/audio/transcriptions", &h, &raw);
     let mut flight = Flight::new(&s);
-    let ov = match prelude(&s, &h, Kind::Inference, &mut flight).await {
-        Ok(ov) => ov,
-        Err(resp) => return resp,
-    };
+    if let Err(resp) = prelude(&s, &h, Kind::Inference, &mut flight).await {
+        return resp;
+    }
     flight.finish();
     let parts = form_parts(&h, &raw);
     let (Some(_), Some(file)) = (field(&parts, "model"), field(&parts, "file")) else {
@@ -313,7 +312,6 @@ async fn transcription(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -
     if field(&parts, "response_format") == Some(b"text") {
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response();
     }
-    let _ = ov;
     let json = format!(
         r#"{{"text":{},"usage":{{"type":"duration","seconds":1}}}}"#,
         body::json_str(&text)

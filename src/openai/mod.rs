@@ -12,7 +12,7 @@ use crate::error::ApiError;
 pub mod form;
 mod usage;
 
-pub use usage::{usage_in, Usage, UsageFields};
+pub use usage::{usage_in, usage_of, Usage, UsageFields};
 
 /// What routing needs from a request body.
 #[derive(Debug, Clone, Default)]

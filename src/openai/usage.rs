@@ -87,6 +87,12 @@ impl UsageFields {
     }
 }
 
+/// A `usage` object already parsed into a JSON tree (the WebSocket edge's
+/// chunks), in any protocol's spelling.
+pub fn usage_of(v: &serde_json::Value) -> Option<Usage> {
+    UsageFields::deserialize(v).ok().and_then(|f| f.usage())
+}
+
 /// The last `"usage": {...}` object in `json` (a stream event's data, or the
 /// tail of a long one), read where it stands without parsing the rest.
 ///

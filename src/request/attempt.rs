@@ -173,15 +173,7 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
         up.timeouts.headers
     };
     let deadline = start + up.timeouts.total;
-    let rsp = match tokio::time::timeout(limit.min(up.timeouts.total), req).await {
-        Err(_) => return Err(AttemptError::new(Outcome::Timeout)),
-        Ok(Err(e)) => {
-            let mut err = AttemptError::new(crate::upstream::send_error_outcome(&e));
-            err.detail = Some(crate::upstream::describe(&e));
-            return Err(err);
-        }
-        Ok(Ok(r)) => r,
-    };
+    let rsp = response_head(req, limit.min(up.timeouts.total)).await?;
     let status = rsp.status();
     if let Some(e) = classify(status, rsp.headers()) {
         return Err(e);
@@ -255,16 +247,7 @@ pub async fn passthrough(
         Ok(r) => r,
         Err(_) => return Err(AttemptError::new(Outcome::InvalidUrl)),
     };
-    let limit = up.timeouts.headers.min(up.timeouts.total);
-    let rsp = match tokio::time::timeout(limit, req).await {
-        Err(_) => return Err(AttemptError::new(Outcome::Timeout)),
-        Ok(Err(e)) => {
-            let mut err = AttemptError::new(crate::upstream::send_error_outcome(&e));
-            err.detail = Some(crate::upstream::describe(&e));
-            return Err(err);
-        }
-        Ok(Ok(r)) => r,
-    };
+    let rsp = response_head(req, up.timeouts.headers.min(up.timeouts.total)).await?;
     let status = rsp.status();
     if retryable && matches!(status.as_u16(), 408 | 429 | 500..=599) {
         if let Some(e) = classify(status, rsp.headers()) {
@@ -276,6 +259,22 @@ pub async fn passthrough(
         headers: visible_headers(rsp.headers(), true),
         body: rsp.into_body().into_data_stream().boxed(),
     })
+}
+
+/// Waits (at most `limit`) for a response head.
+async fn response_head(
+    req: crate::upstream::ResponseFuture,
+    limit: Duration,
+) -> Result<axum::http::Response<Incoming>, AttemptError> {
+    match tokio::time::timeout(limit, req).await {
+        Err(_) => Err(AttemptError::new(Outcome::Timeout)),
+        Ok(Err(e)) => {
+            let mut err = AttemptError::new(crate::upstream::send_error_outcome(&e));
+            err.detail = Some(crate::upstream::describe(&e));
+            Err(err)
+        }
+        Ok(Ok(r)) => Ok(r),
+    }
 }
 
 /// `Some` when the status means "move on"; `None` when the answer is final.

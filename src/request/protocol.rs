@@ -154,6 +154,11 @@ impl StreamScan {
         self.usage.usage()
     }
 
+    /// Bytes of memory held between chunks.
+    pub fn held(&self) -> usize {
+        self.framer.held()
+    }
+
     /// True while an event is partly read.
     pub fn mid_event(&self) -> bool {
         self.framer.mid_event()

@@ -121,6 +121,11 @@ pub struct Framer {
 }
 
 impl Framer {
+    /// Bytes of memory held between chunks (for the memory bound's tests).
+    pub fn held(&self) -> usize {
+        self.part.capacity() + self.tail.capacity()
+    }
+
     /// True while an event is partly read (a stream that breaks now breaks
     /// mid-event).
     pub fn mid_event(&self) -> bool {

@@ -2,8 +2,10 @@
 
 Usage: python3 tests/sdk/openai_sdk_check.py [path/to/turnout]
 Starts `turnout serve` on a copy of the shipped config.yaml (free loopback ports),
-runs chat, streaming chat with include_usage, embeddings and models through the
-SDK, and stops the process by its PID. Prints `N passed, M failed`.
+runs chat, streaming chat with include_usage, embeddings, models, Responses
+(streamed and not), a file upload and its retrieval (pass-through) and an audio
+transcription (a multipart form routed by its `model`) through the SDK, and
+stops the process by its PID. Prints `N passed, M failed`.
 """
 import os
 import re
@@ -77,6 +79,49 @@ def checks(client):
         ids = [m.id for m in client.models.list()]
         assert "claude-3.5-sonnet" in ids, ids
 
+    def responses():
+        r = client.responses.create(model="gpt-4.1", input="hi")
+        assert r.status == "completed", r
+        assert r.output_text.startswith("Hello from"), r.output_text
+        assert r.usage.output_tokens > 0, r.usage
+        raw = client.responses.with_raw_response.create(model="gpt-4.1", input="hi")
+        assert raw.headers.get("x-turnout-upstream") in ("official-sim", "relay-sim"), raw.headers
+        assert raw.headers.get("x-turnout-request-id"), raw.headers
+
+    def responses_stream():
+        text, kinds, usage = "", [], None
+        for event in client.responses.create(model="gpt-4.1", input="hi", stream=True):
+            kinds.append(event.type)
+            if event.type == "response.output_text.delta":
+                text += event.delta
+            if event.type == "response.completed":
+                usage = event.response.usage
+        assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
+        assert "error" not in kinds, kinds
+        assert text.startswith("Hello from"), text
+        assert usage and usage.output_tokens > 0, usage
+
+    def files():
+        content = b'{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{}}\n'
+        f = client.files.create(file=("batch.jsonl", content), purpose="batch")
+        assert f.id and f.bytes == len(content), f
+        got = client.files.retrieve(f.id)
+        assert (got.id, got.filename, got.purpose) == (f.id, "batch.jsonl", "batch"), got
+        assert client.files.content(f.id).read() == content
+        assert f.id in [x.id for x in client.files.list()]
+        assert client.files.delete(f.id).deleted
+        try:
+            client.files.retrieve(f.id)
+        except openai.NotFoundError as e:
+            assert e.status_code == 404
+        else:
+            raise AssertionError("expected a 404 after delete")
+
+    def transcription():
+        audio = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256))
+        t = client.audio.transcriptions.create(model="whisper-1", file=("hello.wav", audio))
+        assert t.text.startswith("Hello from") and str(len(audio)) in t.text, t.text
+
     def errors():
         try:
             client.chat.completions.create(model="gpt-4.1", messages="not-a-list", extra_body={"stream": "yes"})
@@ -85,7 +130,7 @@ def checks(client):
         else:
             raise AssertionError("expected a 400")
 
-    return [chat, stream_with_usage, embeddings, models, errors]
+    return [chat, stream_with_usage, embeddings, models, responses, responses_stream, files, transcription, errors]
 
 
 def main():

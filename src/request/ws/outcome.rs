@@ -16,12 +16,11 @@ use super::protocol::{self, error_obj};
 use super::Conn;
 use crate::accounting::Transport;
 use crate::error::ApiError;
-use crate::openai::{Usage, UsageFields};
+use crate::openai::Usage;
 use crate::outcome::Outcome;
 use crate::request::finish::{Ending, Finish};
 use crate::request::plan::Plan;
 use crate::routing::UpstreamId;
-use serde::Deserialize;
 
 /// What a request learnt before it ended.
 #[derive(Default)]
@@ -133,7 +132,7 @@ pub(crate) fn complete(status: StatusCode, body: &[u8], p: &mut Progress) -> End
     let finish = choice.and_then(|c| c.get("finish_reason"));
     p.finish_reason = finish.and_then(Value::as_str).map(str::to_owned);
     if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-        p.usage = UsageFields::deserialize(u).ok().and_then(|f| f.usage());
+        p.usage = crate::openai::usage_of(u);
         p.usage_raw = Some(u.clone());
     }
     End::Done

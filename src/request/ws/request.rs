@@ -19,7 +19,6 @@ use super::outcome::{End, Fail, Progress};
 use super::protocol;
 use super::Conn;
 use crate::accounting::Transport;
-use crate::openai::UsageFields;
 use crate::outcome::Outcome;
 use crate::request::failover::{FailoverLayer, ProxyCall, Served, UpstreamService};
 use crate::request::finish::Finish;
@@ -27,7 +26,6 @@ use crate::request::gate::rate_limit;
 use crate::request::plan::{plan, split_key};
 use crate::request::protocol::Protocol;
 use crate::request::reader::{StreamReader, DRAIN};
-use serde::Deserialize;
 
 /// What the connection learns when a request task ends.
 pub(crate) struct Ended {
@@ -186,7 +184,7 @@ async fn relay(
                 done,
             } = piece;
             if let Some(u) = usage {
-                p.usage = UsageFields::deserialize(&u).ok().and_then(|f| f.usage());
+                p.usage = crate::openai::usage_of(&u);
                 p.usage_raw = Some(u);
             }
             if let Some(e) = error {
