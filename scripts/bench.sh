@@ -6,6 +6,9 @@
 #   scripts/bench.sh --no-litellm    skip installing and measuring LiteLLM
 #   scripts/bench.sh --soak 30       30-minute memory soak of Turnout instead
 #   scripts/bench.sh --rounds 3 --targets direct,nginx,turnout
+#   scripts/bench.sh --targets direct,nginx,turnout,progressive --no-litellm
+#                                    Turnout with and without the audit log and shadow
+#                                    traffic ("progressive", a default target), same run
 #   TURNOUT_BASELINE_BIN=/path/to/old/turnout scripts/bench.sh --no-litellm
 #                                    also measure an older build as target "baseline"
 #
@@ -29,7 +32,7 @@ args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-litellm) litellm=0 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) args+=("$1") ;;
   esac
   shift

@@ -61,7 +61,7 @@ from pathlib import Path
 # (without a cycle) and from any lower layer, never from a higher one.
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["config", "error", "metrics", "logfmt", "headers", "outcome", "openai", "serve", "mock", "budget"]),
-    ("clients and identity", ["upstream", "auth", "limit", "accounting"]),
+    ("clients and identity", ["upstream", "auth", "limit", "accounting", "otel", "audit"]),
     ("routing", ["routing"]),
     ("control", ["control"]),
     ("shared request state", ["state"]),

@@ -562,6 +562,8 @@ def migration():
                         targets((f'sum by (reason) (rate(turnout_failovers_total{{{R},from=~"$target"}}[{RI}]))',
                                  "{{reason}}")), unit="reqps", w=12))
 
+    p.extend(progressive(lay))
+
     return dashboard(
         "turnout-migration", "Turnout / Migration",
         "A split migration: share, rollbacks, and the target against the primary side by side.",
@@ -575,6 +577,67 @@ def migration():
          query_var("target", "Split target",
                    'label_values(turnout_requests_total{route=~"$route"}, upstream)',
                    multi=False, include_all=False)])
+
+
+def progressive(lay):
+    """The ramp, the gates (target cohort vs control cohort) and the shadow comparison."""
+    p = []
+    pairs = f"turnout_shadow_pairs_total{{{R}}}"
+    ratio = f"turnout_shadow_latency_ratio_bucket{{{R}}}"
+    p.append(row(lay, "Ramp, gates and shadow"))
+    p.append(stat(lay, "Ramp step", "The current ramp step's percentage (0 before the ramp started).",
+                  targets((f"max(turnout_ramp_step{{{R}}})", "step")), unit="percent", w=4,
+                  steps=[("blue", None)]))
+    p.append(stat(lay, "Gate verdict", "1 on the gate's current verdict: pass, fail or insufficient "
+                  "(too few requests in a cohort).",
+                  targets((f"max by (verdict) (turnout_gate_verdict{{{R}}})", "{{verdict}}")),
+                  w=8, decimals=0, text_mode="value_and_name", graph=False,
+                  steps=[("text", None), ("green", 1)]))
+    p.append(stat(lay, "Shadow: same shape",
+                  "Share of primary/shadow pairs whose answers had the same shape (both succeeded, "
+                  "same finish reason, same tool calls).",
+                  targets((f'sum(rate(turnout_shadow_pairs_total{{{R},shape="same"}}[{RI}]))'
+                           f" / sum(rate({pairs}[{RI}]))", "same shape")),
+                  unit="percentunit", w=6, decimals=1,
+                  steps=[("red", None), ("orange", 0.9), ("green", 0.98)]))
+    p.append(stat(lay, "Shadow: latency ratio p50", "Shadow total latency over the primary's, median of the pairs.",
+                  targets((f"histogram_quantile(0.5, sum by (le) (rate({ratio}[{RI}])))", "p50")),
+                  w=6, decimals=2, steps=[("green", None), ("orange", 1.5), ("red", 3)]))
+    p.append(timeseries(lay, "Gate error rate: target vs control",
+                        "Error rate of each cohort over the gate window. The gate fails when the target's "
+                        "exceeds the control's by more than max_error_rate_increase.",
+                        targets((f"max by (cohort) (turnout_gate_error_rate{{{R}}})", "{{cohort}}")),
+                        unit="percentunit", w=12))
+    p.append(timeseries(lay, "Gate p95 latency: target vs control",
+                        "p95 latency of each cohort over the gate window (streams: time to first token). "
+                        "The gate fails when target / control exceeds max_latency_ratio.",
+                        targets((f"max by (cohort) (turnout_gate_latency_p95_seconds{{{R}}})", "{{cohort}}")),
+                        unit="s", w=12))
+    p.append(timeseries(lay, "Gate window: requests per cohort",
+                        "Requests of each cohort in the gate window; below min_requests the verdict is insufficient.",
+                        targets((f"max by (cohort) (turnout_gate_requests{{{R}}})", "{{cohort}}")), w=12))
+    p.append(timeseries(lay, "Ramp step and split", "The ramp's step against the effective share.",
+                        targets((f"max(turnout_ramp_step{{{R}}})", "ramp step %"),
+                                (f"max(turnout_split_percentage{{{R}}})", "split %")),
+                        unit="percent", w=12))
+    p.append(timeseries(lay, "Shadow requests / s",
+                        "Shadow copies by outcome: ok, error, dropped (over max_rps).",
+                        targets((f"sum by (outcome) (rate(turnout_shadow_requests_total{{{R}}}[{RI}]))",
+                                 "{{outcome}}")), unit="reqps", w=12))
+    p.append(timeseries(lay, "Shadow latency ratio (shadow / primary)",
+                        "Per pair: the shadow's total latency over the primary's.",
+                        targets((f"histogram_quantile(0.5, sum by (le) (rate({ratio}[{RI}])))", "p50"),
+                                (f"histogram_quantile(0.95, sum by (le) (rate({ratio}[{RI}])))", "p95")),
+                        w=12))
+    p.append(timeseries(lay, "Shadow pairs / s by shape", "Pairs compared, same or different shape.",
+                        targets((f"sum by (shape) (rate({pairs}[{RI}]))", "{{shape}}")), unit="reqps", w=12))
+    p.append(timeseries(lay, "Shadow spend (not in the cost totals)",
+                        "USD and tokens of shadow copies, counted apart from served traffic.",
+                        targets((f"sum(rate(turnout_shadow_cost_usd_total{{{R}}}[{RI}])) * 3600", "USD / hour"),
+                                (f"sum by (type) (rate(turnout_shadow_tokens_total{{{R}}}[{RI}]))",
+                                 "{{type}} tokens / s")),
+                        w=12))
+    return p
 
 
 # -------------------------------------------------------------------- cost ---

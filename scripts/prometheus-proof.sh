@@ -170,13 +170,16 @@ routes:
       target: sim-target
       percentage: 50
       auto_rollback: { window: 10s, min_requests: 10, max_error_rate: 0.2, max_p95_ttfb: 50ms }
-  - name: canary
+  - name: canary               # ramp, gates and shadow (PRODUCT.md §3.9); shadows go to sim-canary
     models: ["canary-*"]
     primary: sim-fallback
     split:
       target: sim-canary
       percentage: 50
       auto_rollback: { enabled: false }
+      ramp: { steps: [50, 100], bake: 1h }
+      gates: { window: 10s, min_requests: 5, max_error_rate_increase: 0.5, max_latency_ratio: 20 }
+      shadow: { percentage: 100, max_rps: 20 }
   - name: broken
     models: ["broken-*"]
     primary: sim-broken
@@ -278,6 +281,10 @@ if [ "$mode" = real ]; then
     '404 for an unknown model|sum(turnout_requests_total{code="404"})' \
     'client 5xx|sum(turnout_requests_total{code=~"5.."})' \
     'tokens|sum(turnout_tokens_total)' \
+    'shadow copies|sum(turnout_shadow_requests_total{outcome="ok"})' \
+    'shadow pairs compared|sum(turnout_shadow_pairs_total)' \
+    'gate figures|max(max_over_time(turnout_gate_requests[5m]))' \
+    'ramp step|max(turnout_ramp_step)' \
     'cost|sum(turnout_cost_usd_total)'; do
     what="${check%%|*}"
     expr="${check#*|}"

@@ -191,8 +191,9 @@ impl Accounting {
         &self.keys
     }
 
-    /// Records metrics, cost, per-key usage and the log line.
-    pub fn record(&self, f: &Finished<'_>) {
+    /// Records metrics, cost, per-key usage and the log line; returns the
+    /// cost in USD when the serving upstream prices the model.
+    pub fn record(&self, f: &Finished<'_>) -> Option<f64> {
         let m = &self.metrics;
         let up = f.upstream.map_or("none", |u| &*u.name);
         let code = status_label(f.status);
@@ -214,6 +215,7 @@ impl Accounting {
                 .inc();
         }
         let mut cost = 0.0;
+        let mut priced = false;
         if let (Some(u), Some(usage), Some(serving)) = (f.usage, f.usage.as_ref(), f.upstream) {
             let sent = serving.map_model(f.model);
             let label = self.model_label(sent);
@@ -225,6 +227,7 @@ impl Accounting {
                 .inc_by(usage.completion_tokens);
             if let Some(p) = serving.price(sent) {
                 cost = price(u, p.input, p.output);
+                priced = true;
                 m.cost_usd
                     .with_label_values(&[f.route, up, label])
                     .inc_by(cost);
@@ -264,6 +267,7 @@ impl Accounting {
             stream_error = f.stream_error.map_or("", Outcome::label),
             "request"
         );
+        priced.then_some(cost)
     }
 }
 

@@ -45,6 +45,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use crate::accounting::Accounting;
+use crate::audit::AuditLog;
 use crate::budget::RetryBudget;
 use crate::config::{Config, Secrets};
 use crate::control::alerts::Alerts;
@@ -62,6 +63,7 @@ use crate::headers::{
     ATTEMPTS_HEADER, REQUEST_ID_HEADER, TURNOUT_REQUEST_ID_HEADER, UPSTREAM_HEADER,
 };
 use crate::metrics::Metrics;
+use crate::otel::Otel;
 use crate::request::gate::GateLayer;
 pub use crate::state::AppState;
 use crate::state::Lifecycle;
@@ -113,6 +115,14 @@ impl Running {
         }
         let _ = self.background.send(true);
         self.tasks.cancel();
+        let state = self.state.clone();
+        // The exporter's shutdown blocks until its last batch is sent.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(o) = &state.otel {
+                o.shutdown();
+            }
+        })
+        .await;
     }
 
     /// Resolves when a shutdown was asked for (Ctrl-C handling lives in main).
@@ -217,7 +227,16 @@ pub async fn start_with(
         fleet: redis.is_some(),
     });
     reloader.spawn_watch(tasks.clone());
+    let otel = start_otel(&cfg, &secrets)?;
+    let audit = match &cfg.audit {
+        Some(a) => Some(
+            AuditLog::start(a, metrics.audit_dropped.clone())
+                .map_err(|e| format!("audit: cannot start the writer: {e}"))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(AppState {
+        audit,
         live,
         accounting,
         budget: RetryBudget::new(
@@ -232,6 +251,7 @@ pub async fn start_with(
             .map(|t| Sha256::digest(t.0.as_bytes()).into()),
         reloader,
         lifecycle: Lifecycle::default(),
+        otel,
     });
     let addr = public.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
@@ -263,6 +283,23 @@ pub async fn start_with(
         tasks,
         servers,
     })
+}
+
+/// The span exporter when `otel` is configured and its endpoint variable set.
+fn start_otel(cfg: &Config, secrets: &Secrets) -> Result<Option<Otel>, String> {
+    let Some(o) = &cfg.otel else {
+        return Ok(None);
+    };
+    let Some(endpoint) = &secrets.otel_endpoint else {
+        tracing::warn!(var = %o.endpoint_env, "otel: tracing off, its endpoint variable is not set");
+        return Ok(None);
+    };
+    let otel = Otel::start(o, &endpoint.0)?;
+    tracing::info!(
+        sample_ratio = o.sample_ratio,
+        "otel: exporting spans (OTLP over HTTP)"
+    );
+    Ok(Some(otel))
 }
 
 /// The Redis split store when `redis` is configured.

@@ -12,7 +12,7 @@
 //! | 4 shared state | [`state`] | `AppState`: the live snapshot handle, metrics, accounting, control handle, retry budget |
 //! | 3 control | [`control`] | the single writer of the snapshot's table: health, splits, rollbacks, split store, alerts |
 //! | 2 routing | [`routing`] | typed ids, the pure split, the routing table, the live [`Snapshot`](routing::Snapshot) |
-//! | 1 clients | [`upstream`] · [`auth`] · [`limit`] · [`accounting`] | upstream HTTP clients, client keys, rate limits, what a finished request counts |
+//! | 1 clients | [`upstream`] · [`auth`] · [`limit`] · [`accounting`] · [`audit`] · [`otel`] | upstream HTTP clients, client keys, rate limits, what a finished request counts, the audit log, the OTLP span exporter |
 //! | 0 foundation | [`config`] · [`error`] · [`metrics`] · [`outcome`] · [`headers`] · [`openai`] · [`budget`] · [`logfmt`] · [`serve`] · [`mock`] | used by all; import nothing above |
 //!
 //! One request: [`request::gate`] loads the [`Snapshot`](routing::Snapshot)
@@ -26,6 +26,7 @@
 //! edges.
 pub(crate) mod accounting;
 pub mod app;
+pub mod audit;
 pub(crate) mod auth;
 pub(crate) mod budget;
 pub mod config;
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod mock;
 pub mod openai;
 pub(crate) mod ops;
+pub mod otel;
 pub(crate) mod outcome;
 pub mod request;
 pub mod routing;

@@ -165,6 +165,36 @@ impl Lease {
     }
 }
 
+/// Shadow traffic's `max_rps` per route with a `split.shadow` (PRODUCT.md
+/// §3.9), per replica: governor's lock-free GCRA, a burst of one second.
+pub struct ShadowLimits {
+    limiters: Vec<Option<Limiter>>,
+}
+
+impl ShadowLimits {
+    /// One limiter per route with a shadow.
+    pub fn new(cfg: &Config) -> Self {
+        let limiters = cfg
+            .routes
+            .iter()
+            .map(|r| {
+                let rps = r.split.as_ref()?.shadow.as_ref()?.max_rps;
+                NonZeroU32::new(rps).map(|n| RateLimiter::direct(Quota::per_second(n)))
+            })
+            .collect();
+        Self { limiters }
+    }
+
+    /// Whether route `i` may send one more shadow now (false without a
+    /// shadow, or with `max_rps: 0`).
+    pub fn allow(&self, route: usize) -> bool {
+        self.limiters
+            .get(route)
+            .and_then(Option::as_ref)
+            .is_some_and(|l| l.check().is_ok())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,23 @@ enum Command {
     },
     /// Run a simulated OpenAI-compatible provider.
     Mock(turnout::mock::cli::MockArgs),
+    /// Requests, errors, tokens and cost from audit files, and what the same
+    /// tokens would cost on each priced upstream.
+    Report {
+        /// Audit file (its rotated `.1`, `.2`, … are read too); repeatable.
+        /// Default: the config's `audit.path`.
+        #[arg(long = "audit")]
+        audit: Vec<PathBuf>,
+        /// Only lines newer than this (`24h`, `7d`, `30m`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Group by `upstream`, `key`, `model`, `route` or `day`.
+        #[arg(long, default_value = "upstream")]
+        by: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// mimalloc instead of glibc's malloc: allocation and free were ~14 % of the
@@ -46,6 +63,12 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check { strict } => check(&cli.config, strict),
         Command::Serve => runtime(serve(cli.config)),
+        Command::Report {
+            audit,
+            since,
+            by,
+            json,
+        } => report(&cli.config, audit, since.as_deref(), &by, json),
         Command::Mock(args) => runtime(async move {
             init_logs(LogFormat::Text, "info");
             match turnout::mock::cli::run(args).await {
@@ -70,6 +93,62 @@ fn runtime(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn report(
+    config: &std::path::Path,
+    mut files: Vec<PathBuf>,
+    since: Option<&str>,
+    by: &str,
+    json: bool,
+) -> ExitCode {
+    use turnout::audit::report::{build, GroupBy};
+    let Some(by) = GroupBy::parse(by) else {
+        eprintln!("error: --by {by:?}: expected upstream, key, model, route or day");
+        return ExitCode::FAILURE;
+    };
+    let since = match since.map(humantime::parse_duration).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --since: {e}; expected e.g. 24h, 7d, 30m");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The config prices the what-if and names the default file; a report
+    // still works without it.
+    let cfg = match Config::load(config) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("warning: {e}; no what-if pricing");
+            None
+        }
+    };
+    if files.is_empty() {
+        files.push(
+            cfg.as_ref()
+                .and_then(|c| c.audit.as_ref())
+                .map_or_else(|| "turnout-audit.jsonl".into(), |a| a.path.clone()),
+        );
+    }
+    let r = match build(&files, since, by, cfg.as_ref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", r.table());
+    }
+    ExitCode::SUCCESS
 }
 
 fn check(path: &std::path::Path, strict: bool) -> ExitCode {

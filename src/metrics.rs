@@ -6,7 +6,7 @@
 
 use prometheus::{
     exponential_buckets, CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec,
-    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for LLM latencies: 5 ms to ~10 minutes.
@@ -33,6 +33,16 @@ pub struct Metrics {
     pub upstream_state: IntGaugeVec,
     /// Effective split share per route, in percent.
     pub split_percentage: GaugeVec,
+    /// The current ramp step's percentage, per route with a ramp.
+    pub ramp_step: GaugeVec,
+    /// Requests of each gate cohort (`target`, `control`) in the gate window.
+    pub gate_requests: GaugeVec,
+    /// Error rate (0–1) of each gate cohort over the gate window.
+    pub gate_error_rate: GaugeVec,
+    /// p95 latency of each gate cohort over the gate window (NaN without samples).
+    pub gate_latency_p95: GaugeVec,
+    /// The gate's verdict, one-hot: `pass`, `fail`, `insufficient`.
+    pub gate_verdict: IntGaugeVec,
     /// Split rollbacks by trigger (`manual`, `auto`).
     pub rollbacks: IntCounterVec,
     /// Tokens by upstream, model and type (`prompt`, `completion`).
@@ -68,6 +78,18 @@ pub struct Metrics {
     pub stream_resumes: IntCounterVec,
     /// Open WebSocket connections.
     pub ws_connections: IntGauge,
+    /// Shadow requests by route and outcome (`ok`, `error`, `dropped` by `max_rps`).
+    pub shadow_requests: IntCounterVec,
+    /// Shadow tokens by route, upstream and type, apart from `turnout_tokens_total`.
+    pub shadow_tokens: IntCounterVec,
+    /// Shadow USD by route and upstream, apart from `turnout_cost_usd_total`.
+    pub shadow_cost_usd: CounterVec,
+    /// Shadow pairs compared, by route and shape (`same`, `different`).
+    pub shadow_pairs: IntCounterVec,
+    /// Shadow latency / primary latency of each pair.
+    pub shadow_latency_ratio: HistogramVec,
+    /// Audit lines dropped because the writer's queue was full.
+    pub audit_dropped: IntCounter,
     /// Process start, unix seconds.
     pub start_time: Gauge,
     /// Always 1; carries the version.
@@ -115,6 +137,21 @@ impl Metrics {
             split_percentage: reg!(registry, GaugeVec::new(
                 Opts::new("turnout_split_percentage", "Effective share of users sent to the split target, in percent."),
                 &["route"])),
+            ramp_step: reg!(registry, GaugeVec::new(
+                Opts::new("turnout_ramp_step", "The current ramp step's percentage (0 before the ramp started)."),
+                &["route"])),
+            gate_requests: reg!(registry, GaugeVec::new(
+                Opts::new("turnout_gate_requests", "Requests of each gate cohort (target, control) in the gate window."),
+                &["route", "cohort"])),
+            gate_error_rate: reg!(registry, GaugeVec::new(
+                Opts::new("turnout_gate_error_rate", "Error rate (0-1) of each gate cohort over the gate window."),
+                &["route", "cohort"])),
+            gate_latency_p95: reg!(registry, GaugeVec::new(
+                Opts::new("turnout_gate_latency_p95_seconds", "p95 latency (streams: time to first token) of each gate cohort over the gate window."),
+                &["route", "cohort"])),
+            gate_verdict: reg!(registry, IntGaugeVec::new(
+                Opts::new("turnout_gate_verdict", "The gate's verdict, one-hot (pass, fail, insufficient)."),
+                &["route", "verdict"])),
             rollbacks: reg!(registry, IntCounterVec::new(
                 Opts::new("turnout_rollbacks_total", "Split rollbacks by trigger (manual, auto)."),
                 &["route", "trigger"])),
@@ -165,6 +202,24 @@ impl Metrics {
                 &["route", "upstream", "reason"])),
             ws_connections: reg!(registry, IntGauge::new(
                 "turnout_websocket_connections", "Open WebSocket connections.")),
+            shadow_requests: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_shadow_requests_total", "Shadow requests by outcome (ok, error, dropped by max_rps)."),
+                &["route", "outcome"])),
+            shadow_tokens: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_shadow_tokens_total", "Tokens of shadow requests (not in turnout_tokens_total)."),
+                &["route", "upstream", "type"])),
+            shadow_cost_usd: reg!(registry, CounterVec::new(
+                Opts::new("turnout_shadow_cost_usd_total", "USD of shadow requests (not in turnout_cost_usd_total)."),
+                &["route", "upstream"])),
+            shadow_pairs: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_shadow_pairs_total", "Primary/shadow pairs compared, by shape (same, different)."),
+                &["route", "shape"])),
+            shadow_latency_ratio: reg!(registry, HistogramVec::new(
+                HistogramOpts::new("turnout_shadow_latency_ratio", "Shadow latency over the primary's, per pair.")
+                    .buckets(vec![0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0]),
+                &["route"])),
+            audit_dropped: reg!(registry, IntCounter::new(
+                "turnout_audit_dropped_total", "Audit lines dropped because the writer's queue was full.")),
             start_time: reg!(registry, Gauge::new(
                 "turnout_start_time_seconds", "Process start time, unix seconds.")),
             build_info: reg!(registry, IntGaugeVec::new(

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::Accounting;
+use crate::audit::AuditLog;
 use crate::budget::RetryBudget;
 use crate::control::reload::Reloader;
 use crate::control::ControlHandle;
 use crate::metrics::Metrics;
+use crate::otel::Otel;
 use crate::routing::Live;
 
 /// Shared by every request of both listeners (held in an `Arc`).
@@ -28,8 +30,13 @@ pub struct AppState {
     /// Retries allowed across all requests of this process (not per config:
     /// a reload must not refill it).
     pub budget: RetryBudget,
+    /// The audit log's queue, when `audit:` is configured.
+    pub audit: Option<AuditLog>,
     /// SHA-256 of the admin token; `None` = admin API disabled.
     pub admin_token: Option<[u8; 32]>,
+    /// The span exporter; `None` = tracing off (the request path then makes
+    /// no span at all).
+    pub otel: Option<Otel>,
     /// Re-reads the config file (`POST /admin/reload`, SIGHUP, the watcher).
     pub reloader: Reloader,
     /// Serving, draining or closing (graceful shutdown, PRODUCT.md §3.8).

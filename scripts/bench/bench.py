@@ -244,7 +244,7 @@ upstreams:
 {upstreams}
 routes:
 {routes}
-"""
+{extra}"""
 
 LITELLM_CONF = """\
 model_list:
@@ -329,6 +329,12 @@ class Turnout(Target):
     def url(self, scenario):
         return f"http://127.0.0.1:{PORTS['turnout']}/v1/chat/completions"
 
+    def split_extra(self):
+        return ""
+
+    def extra(self, d):
+        return ""
+
     def start(self):
         d = os.path.join(self.ctx.out, self.name)
         os.makedirs(d, exist_ok=True)
@@ -340,22 +346,19 @@ class Turnout(Target):
                            f"    health: {{ path: /models, interval: 5s, timeout: 2s }}\n"
                            f"    pricing: {{ \"*\": {{ input: {price} }} }}")
             routes.append(f"  - name: {s}\n    models: [\"bench-{s}\"]\n    primary: {s}-a\n"
-                          f"    fallbacks: [{s}-b]\n    split: {{ target: {s}-b, percentage: 10 }}")
+                          f"    fallbacks: [{s}-b]\n    split: {{ target: {s}-b, percentage: 10"
+                          f"{self.split_extra()} }}")
         conf = os.path.join(d, "turnout.yaml")
         with open(conf, "w") as f:
             f.write(TURNOUT_CONF.format(
                 port=PORTS["turnout"], admin=PORTS["turnout-admin"], dir=d,
-                upstreams="\n".join(ups), routes="\n".join(routes)) + self.extra_conf())
+                upstreams="\n".join(ups), routes="\n".join(routes), extra=self.extra(d)))
         env = dict(os.environ)
         env.pop("RUST_LOG", None)
         env.update(self.extra_env())
         self.proc = start([self.binary(), "serve", "--config", conf], self.ctx.proxy_core,
                           os.path.join(d, "turnout.log"), env=env)
         wait_port(PORTS["turnout"], proc=self.proc)
-
-
-    def extra_conf(self):
-        return ""
 
     def extra_env(self):
         return {}
@@ -370,7 +373,7 @@ class TurnoutRedis(Turnout):
 
     name = "turnout-redis"
 
-    def extra_conf(self):
+    def extra(self, d):
         return 'redis: { url_env: TURNOUT_BENCH_REDIS_URL, key_prefix: "bench:" }\n'
 
     def extra_env(self):
@@ -402,6 +405,22 @@ class Baseline(Turnout):
 
     def binary(self):
         return self.ctx.baseline
+
+
+class Progressive(Turnout):
+    """The same build and config as `turnout` plus the audit log (one JSON
+    line per request, to <out>/progressive/audit.jsonl) and shadow traffic
+    on every route (every control-cohort user shadowed, at most 50 copies/s
+    per route): what they cost on the request path, measured in the same run
+    as `turnout` without them (PRODUCT.md §3.9, §3.11)."""
+
+    name = "progressive"
+
+    def split_extra(self):
+        return ", shadow: { percentage: 100, max_rps: 50 }"
+
+    def extra(self, d):
+        return f"audit: {{ path: {d}/audit.jsonl, max_bytes: 200MB, keep: 1 }}\n"
 
 
 class LiteLLM(Target):
@@ -700,9 +719,12 @@ def render(summary, targets, meta, chk):
                  "'added' = target minus direct in the same round")
     lines.append("")
     base = "baseline" in targets
+    prog = "progressive" in targets
     head = ["metric"] + targets + ["turnout/nginx", "litellm/turnout"]
     if base:
         head.append("turnout/baseline")
+    if prog:
+        head.append("progressive/turnout")
     rows = [head]
     for key, s in summary.items():
         label = s["label"] + (f" ({s['unit']})" if s["unit"] else "")
@@ -724,6 +746,9 @@ def render(summary, targets, meta, chk):
         if base:
             r3 = ratio(tv, s["by_target"].get("baseline", {}).get("median"))
             row.append("–" if r3 is None else f"{r3:.2f}×")
+        if prog:
+            r4 = ratio(s["by_target"].get("progressive", {}).get("median"), tv)
+            row.append("–" if r4 is None else f"{r4:.2f}×")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     md = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
@@ -735,6 +760,9 @@ def render(summary, targets, meta, chk):
     if base:
         lines.append("turnout/baseline: Turnout's figure over the baseline build's (below 1 is "
                      "better for latency, CPU and memory, above 1 for req/s and streams held).")
+    if prog:
+        lines.append("progressive/turnout: Turnout with the audit log and shadow traffic on, "
+                     "over Turnout without them, same run.")
     lines.append("")
     lines.append("Targets (issue): ")
     for c in chk:
@@ -808,7 +836,7 @@ def main():
     ap.add_argument("--command", default=" ".join(sys.argv))
     ctx = ap.parse_args()
     if ctx.targets is None:
-        ctx.targets = ("direct,nginx,litellm,turnout,turnout-redis"
+        ctx.targets = ("direct,nginx,litellm,turnout,turnout-redis,progressive"
                        + (",baseline" if ctx.baseline else ""))
 
     ctx.sat_seconds = 3 if ctx.quick else 6
@@ -868,7 +896,7 @@ def main():
         return
 
     classes = {"direct": Direct, "nginx": Nginx, "litellm": LiteLLM, "turnout": Turnout,
-               "turnout-redis": TurnoutRedis, "baseline": Baseline}
+               "turnout-redis": TurnoutRedis, "baseline": Baseline, "progressive": Progressive}
     targets = [t for t in ctx.targets.split(",") if t in classes]
     if "litellm" in targets and not ctx.litellm:
         log("LiteLLM not available: skipped")

@@ -139,6 +139,35 @@ def render():
         o.sample("turnout_alerts_total", {"result": r}, 0)
     o.family("turnout_stream_errors_total", "counter", "Streams ended with an error event after the first byte.")
     o.sample("turnout_stream_errors_total", {"route": "chat", "upstream": "sim-primary", "reason": "reset"}, 0)
+    # Progressive delivery (PRODUCT.md §3.9): route canary ramps, gates and shadows.
+    o.family("turnout_ramp_step", "gauge", "The current ramp step's percentage.")
+    o.sample("turnout_ramp_step", {"route": "canary"}, 50)
+    for fam, kind, values in (
+        ("turnout_gate_requests", "gauge", {"target": 40, "control": 60}),
+        ("turnout_gate_error_rate", "gauge", {"target": 0.02, "control": 0.01}),
+        ("turnout_gate_latency_p95_seconds", "gauge", {"target": 0.03, "control": 0.025}),
+    ):
+        o.family(fam, kind, "Gate cohort figures.")
+        for cohort, v in values.items():
+            o.sample(fam, {"route": "canary", "cohort": cohort}, v)
+    o.family("turnout_gate_verdict", "gauge", "The gate's verdict, one-hot.")
+    for v in ("pass", "fail", "insufficient"):
+        o.sample("turnout_gate_verdict", {"route": "canary", "verdict": v}, int(v == "pass"))
+    o.family("turnout_shadow_requests_total", "counter", "Shadow requests by outcome.")
+    for outcome, rate in (("ok", 2), ("error", 0.1), ("dropped", 0.5)):
+        o.sample("turnout_shadow_requests_total", {"route": "canary", "outcome": outcome}, n(rate))
+    o.family("turnout_shadow_tokens_total", "counter", "Tokens of shadow requests.")
+    for typ in ("prompt", "completion"):
+        o.sample("turnout_shadow_tokens_total", {"route": "canary", "upstream": "sim-canary", "type": typ}, n(50))
+    o.family("turnout_shadow_cost_usd_total", "counter", "USD of shadow requests.")
+    o.sample("turnout_shadow_cost_usd_total", {"route": "canary", "upstream": "sim-canary"}, round(0.0005 * t, 6))
+    o.family("turnout_shadow_pairs_total", "counter", "Primary/shadow pairs compared, by shape.")
+    for shape, rate in (("same", 1.9), ("different", 0.1)):
+        o.sample("turnout_shadow_pairs_total", {"route": "canary", "shape": shape}, n(rate))
+    o.family("turnout_shadow_latency_ratio", "histogram", "Shadow latency over the primary's, per pair.")
+    o.histogram("turnout_shadow_latency_ratio", {"route": "canary"}, n(2), 1.2)
+    o.family("turnout_audit_dropped_total", "counter", "Audit lines dropped because the writer's queue was full.")
+    o.sample("turnout_audit_dropped_total", {}, 0)
     o.family("turnout_websocket_connections", "gauge", "Open WebSocket connections.")
     o.sample("turnout_websocket_connections", {}, 1)
     o.family("turnout_start_time_seconds", "gauge", "Process start time, unix seconds.")

@@ -145,3 +145,42 @@ pub fn shutdown_grace() -> Duration {
 pub fn shutdown_drain() -> Duration {
     Duration::from_secs(30)
 }
+pub fn otel_endpoint_env() -> String {
+    "OTEL_EXPORTER_OTLP_ENDPOINT".into()
+}
+pub fn otel_sample_ratio() -> f64 {
+    1.0
+}
+pub fn otel_service_name() -> String {
+    "turnout".into()
+}
+pub fn audit_path() -> PathBuf {
+    "turnout-audit.jsonl".into()
+}
+pub fn audit_max_bytes() -> u64 {
+    100_000_000
+}
+pub fn audit_keep() -> usize {
+    5
+}
+pub fn audit_queue() -> usize {
+    10_000
+}
+pub fn gates_window() -> Duration {
+    Duration::from_secs(300)
+}
+pub fn gates_min_requests() -> u32 {
+    100
+}
+pub fn gates_error_increase() -> f64 {
+    0.02
+}
+pub fn gates_latency_ratio() -> f64 {
+    1.5
+}
+pub fn ramp_bake() -> Duration {
+    Duration::from_secs(1800)
+}
+pub fn shadow_max_rps() -> u32 {
+    5
+}

@@ -20,12 +20,16 @@ mod upstream;
 mod validate;
 
 pub use admin::{AdminConfig, AuthConfig, ClientKeyConfig};
-pub use durations::{duration, duration_opt};
+pub use durations::{byte_size, duration, duration_opt};
 pub use fleet::{RedisConfig, ReloadConfig, ShutdownConfig};
 pub use policy::{
-    AlertsConfig, FailoverConfig, LogConfig, LogFormat, OutlierConfig, WebSocketConfig,
+    AlertsConfig, AuditConfig, FailoverConfig, LogConfig, LogFormat, OtelConfig, OutlierConfig,
+    WebSocketConfig,
 };
-pub use route::{AutoRollbackConfig, ResumeConfig, RouteConfig, SplitConfig};
+pub use route::{
+    AutoRollbackConfig, GatesConfig, RampConfig, ResumeConfig, RouteConfig, ShadowConfig,
+    SplitConfig,
+};
 pub use secrets::{resolve_env, EnvLookup, Secret, Secrets};
 pub use upstream::{
     AuthHeader, HealthConfig, PriceConfig, SimulateConfig, TimeoutsConfig, UpstreamConfig,
@@ -88,6 +92,9 @@ pub struct Config {
     /// WebSocket chat limits.
     #[serde(default)]
     pub websocket: WebSocketConfig,
+    /// The audit log (PRODUCT.md §3.11): one JSON line per finished request. Default off.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
     /// Browser origins allowed by CORS on the public listener. Default none (CORS off).
     #[serde(default)]
     pub cors_allow_origins: Vec<String>,
@@ -99,6 +106,9 @@ pub struct Config {
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Request tracing (OpenTelemetry). Default none (off).
+    #[serde(default)]
+    pub otel: Option<OtelConfig>,
 }
 
 impl Config {
@@ -133,6 +143,9 @@ impl Config {
         }
         if let Some(r) = &self.redis {
             out.push(("redis.url_env".to_string(), r.url_env.clone()));
+        }
+        if let Some(o) = &self.otel {
+            out.push(("otel.endpoint_env".to_string(), o.endpoint_env.clone()));
         }
         out
     }

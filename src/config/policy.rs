@@ -1,4 +1,4 @@
-//! Process-wide policies: failover, outlier ejection, alerts, logs, WebSocket limits.
+//! Process-wide policies: failover, outlier ejection, alerts, logs, WebSocket limits, tracing.
 
 use std::time::Duration;
 
@@ -182,4 +182,42 @@ impl Default for WebSocketConfig {
             default_model: None,
         }
     }
+}
+
+/// Request tracing with OpenTelemetry (PRODUCT.md §3.11). The section's
+/// absence, or its endpoint variable unset, leaves tracing off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelConfig {
+    /// Env var holding the OTLP/HTTP endpoint (`http://collector:4318`;
+    /// `/v1/traces` is appended). Default `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[serde(default = "defaults::otel_endpoint_env")]
+    pub endpoint_env: String,
+    /// Share (0–1) of new traces recorded; a client's own sampling decision
+    /// (its `traceparent`) is kept. Default 1.0.
+    #[serde(default = "defaults::otel_sample_ratio")]
+    pub sample_ratio: f64,
+    /// The spans' `service.name`. Default `turnout`.
+    #[serde(default = "defaults::otel_service_name")]
+    pub service_name: String,
+}
+
+/// The audit log (PRODUCT.md §3.11): one JSON line per finished request,
+/// rotated by size. Off unless the `audit:` key is present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The file written. Default `turnout-audit.jsonl`.
+    #[serde(default = "defaults::audit_path")]
+    pub path: std::path::PathBuf,
+    /// Size beyond which the file is rotated (`path.1`, `path.2`, ...). Default 100MB.
+    #[serde(default = "defaults::audit_max_bytes", with = "super::byte_size")]
+    pub max_bytes: u64,
+    /// Rotated files kept. Default 5.
+    #[serde(default = "defaults::audit_keep")]
+    pub keep: usize,
+    /// Lines waiting for the writer; beyond it a line is dropped and counted
+    /// in `turnout_audit_dropped_total`. Default 10000.
+    #[serde(default = "defaults::audit_queue")]
+    pub queue: usize,
 }

@@ -47,6 +47,55 @@ pub struct SplitConfig {
     /// Automatic rollback of this share.
     #[serde(default)]
     pub auto_rollback: AutoRollbackConfig,
+    /// Steps the share climbs by itself (PRODUCT.md §3.9). Default none.
+    #[serde(default)]
+    pub ramp: Option<RampConfig>,
+    /// The target's cohort compared with the control cohort. Default none.
+    #[serde(default)]
+    pub gates: Option<GatesConfig>,
+    /// Copies of control requests sent to the target in the background. Default none.
+    #[serde(default)]
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// The ramp: the share moves up one step after `bake` with the gates passing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RampConfig {
+    /// Shares in percent, rising, the last usually 100.
+    pub steps: Vec<f64>,
+    /// Time at each step before the next. Default 30m.
+    #[serde(default = "defaults::ramp_bake", with = "duration")]
+    pub bake: Duration,
+}
+
+/// Gates: the target's cohort against the control cohort over the same window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatesConfig {
+    /// Sliding window of both cohorts' outcomes. Default 5m.
+    #[serde(default = "defaults::gates_window", with = "duration")]
+    pub window: Duration,
+    /// Fewest requests of each cohort in the window before judging. Default 100.
+    #[serde(default = "defaults::gates_min_requests")]
+    pub min_requests: u32,
+    /// Target error rate minus control error rate beyond which the gate fails. Default 0.02.
+    #[serde(default = "defaults::gates_error_increase")]
+    pub max_error_rate_increase: f64,
+    /// Target p95 / control p95 beyond which the gate fails (streams: time to first token). Default 1.5.
+    #[serde(default = "defaults::gates_latency_ratio")]
+    pub max_latency_ratio: f64,
+}
+
+/// Shadow traffic: a share of the control cohort also sent to the target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Share of the control cohort's users copied (sticky), 0–100.
+    pub percentage: f64,
+    /// Most shadow requests per second from this replica. Default 5.
+    #[serde(default = "defaults::shadow_max_rps")]
+    pub max_rps: u32,
 }
 
 /// When the target misbehaves, the share goes back to 0 by itself.

@@ -34,6 +34,9 @@ pub struct Secrets {
     pub upstream_keys: Vec<Option<Secret>>,
     /// The Redis URL (it may carry a password); `None` without `redis`.
     pub redis_url: Option<Secret>,
+    /// OTLP endpoint (`otel.endpoint_env`); `None` = tracing off. Treated as
+    /// a secret: a collector URL may carry credentials.
+    pub otel_endpoint: Option<Secret>,
 }
 
 impl Secrets {
@@ -79,11 +82,17 @@ impl Secrets {
                 cfg.admin.listen, cfg.admin.token_env
             )));
         }
+        let otel_endpoint = cfg
+            .otel
+            .as_ref()
+            .and_then(|o| env(&o.endpoint_env))
+            .map(Secret);
         Ok(Self {
             admin_token,
             client_keys,
             upstream_keys,
             redis_url,
+            otel_endpoint,
         })
     }
 }

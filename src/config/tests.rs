@@ -119,3 +119,26 @@ fn fleet_sections_get_defaults() {
         "{e}"
     );
 }
+
+#[test]
+fn otel_is_off_by_default_and_resolved_from_its_env_var() {
+    let c = Config::from_yaml(MIN).unwrap();
+    assert!(c.otel.is_none());
+    let on = format!("{MIN}otel: {{}}\n");
+    let c = Config::from_yaml(&on).unwrap();
+    let o = c.otel.as_ref().unwrap();
+    assert_eq!(o.endpoint_env, "OTEL_EXPORTER_OTLP_ENDPOINT");
+    assert_eq!((o.sample_ratio, o.service_name.as_str()), (1.0, "turnout"));
+    let env = |k: &str| (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://c:4318".to_owned());
+    let s = Secrets::resolve(&c, &env).unwrap();
+    assert_eq!(
+        s.otel_endpoint.map(|e| e.0).as_deref(),
+        Some("http://c:4318")
+    );
+    assert!(c.env_vars().iter().any(|(k, _)| k == "otel.endpoint_env"));
+    let bad = format!("{MIN}otel: {{sample_ratio: 1.5}}\n");
+    let e = Config::from_yaml(&bad).unwrap_err().to_string();
+    assert!(e.contains("otel.sample_ratio"), "{e}");
+    let typo = format!("{MIN}otel: {{endpoint: x}}\n");
+    assert!(Config::from_yaml(&typo).is_err());
+}

@@ -26,6 +26,11 @@ impl Config {
         if let Some(url) = &self.alerts.webhook_url {
             check_url("alerts.webhook_url", url)?;
         }
+        if let Some(o) = &self.otel {
+            if !(0.0..=1.0).contains(&o.sample_ratio) {
+                return Err(err("otel.sample_ratio: expected a number from 0 to 1"));
+            }
+        }
         if let Some(name) = &self.passthrough_route {
             if !self.routes.iter().any(|r| &r.name == name) {
                 return Err(err(format!(
@@ -35,6 +40,13 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return Err(err("max_body_bytes: expected a positive number of bytes"));
+        }
+        if let Some(a) = &self.audit {
+            if a.max_bytes == 0 || a.queue == 0 {
+                return Err(err(
+                    "audit: max_bytes and queue must be positive (e.g. max_bytes: 100MB, queue: 10000)",
+                ));
+            }
         }
         Ok(())
     }
@@ -187,10 +199,61 @@ impl Config {
                         "{at}.split.auto_rollback.max_error_rate: expected a number from 0 to 1"
                     )));
                 }
+                validate_progressive(&at, s)?;
             }
         }
         Ok(())
     }
+}
+
+/// Ramp, gates and shadow of one split (PRODUCT.md §3.9).
+fn validate_progressive(at: &str, s: &super::SplitConfig) -> Result<(), ConfigError> {
+    if let Some(r) = &s.ramp {
+        if r.steps.is_empty() {
+            return Err(err(format!(
+                "{at}.split.ramp.steps: expected at least one step"
+            )));
+        }
+        let mut last = 0.0;
+        for (k, &p) in r.steps.iter().enumerate() {
+            if !(0.0..=100.0).contains(&p) || p <= last {
+                return Err(err(format!(
+                    "{at}.split.ramp.steps[{k}]: expected rising numbers above 0 and at most 100"
+                )));
+            }
+            last = p;
+        }
+        if r.bake.is_zero() {
+            return Err(err(format!(
+                "{at}.split.ramp.bake: expected a positive duration"
+            )));
+        }
+    }
+    if let Some(g) = &s.gates {
+        if g.window.is_zero() {
+            return Err(err(format!(
+                "{at}.split.gates.window: expected a positive duration"
+            )));
+        }
+        if !(0.0..=1.0).contains(&g.max_error_rate_increase) {
+            return Err(err(format!(
+                "{at}.split.gates.max_error_rate_increase: expected a number from 0 to 1"
+            )));
+        }
+        if !(g.max_latency_ratio.is_finite() && g.max_latency_ratio > 0.0) {
+            return Err(err(format!(
+                "{at}.split.gates.max_latency_ratio: expected a positive number"
+            )));
+        }
+    }
+    if let Some(sh) = &s.shadow {
+        if !(0.0..=100.0).contains(&sh.percentage) {
+            return Err(err(format!(
+                "{at}.split.shadow.percentage: expected a number from 0 to 100"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {

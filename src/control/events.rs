@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::overrides::Overrides;
+use super::shadow::ShadowPair;
 use crate::outcome::Outcome;
 use crate::routing::{Base, RouteId, SplitView, UpstreamId};
 
@@ -19,8 +20,10 @@ pub enum Trigger {
     Set,
     /// `POST /admin/routes/{route}/rollback`.
     Manual,
-    /// Automatic rollback.
+    /// Automatic rollback (a threshold of `auto_rollback`, or a failed gate).
     Auto,
+    /// The ramp moved to its next step.
+    Ramp,
 }
 
 impl Trigger {
@@ -30,6 +33,30 @@ impl Trigger {
             Self::Set => "set",
             Self::Manual => "manual",
             Self::Auto => "auto",
+            Self::Ramp => "ramp",
+        }
+    }
+}
+
+/// What the operator asks (`POST /admin/routes/{route}/ramp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RampAction {
+    /// From the current share's step (or the first), running.
+    Start,
+    /// Hold at the current step.
+    Pause,
+    /// Continue a paused ramp (the bake left when it was paused).
+    Resume,
+}
+
+impl RampAction {
+    /// `start`, `pause`, `resume`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "start" => Some(Self::Start),
+            "pause" => Some(Self::Pause),
+            "resume" => Some(Self::Resume),
+            _ => None,
         }
     }
 }
@@ -75,6 +102,25 @@ pub enum Event {
         ttfb: Option<Duration>,
         /// The request was in the split target's share.
         in_split: bool,
+    },
+    /// One finished request of a split route's cohort, for its gates.
+    Cohort {
+        route: RouteId,
+        /// In the target's share (else the control cohort).
+        target: bool,
+        /// The first attempt, on the cohort's own upstream, served.
+        ok: bool,
+        /// Whole request (JSON) or time to first token (stream).
+        latency: Option<Duration>,
+    },
+    /// A primary/shadow pair compared (PRODUCT.md §3.9).
+    ShadowPair { route: RouteId, pair: ShadowPair },
+    /// `POST /admin/routes/{route}/ramp`; replies once applied (and
+    /// published), or with why it does not apply.
+    Ramp {
+        route: RouteId,
+        action: RampAction,
+        reply: oneshot::Sender<Result<(), String>>,
     },
     /// An admin change of share; replies once the change is persisted (or
     /// could not be), with the new split.

@@ -15,11 +15,15 @@
 
 pub mod alerts;
 pub mod events;
+pub mod gates;
 pub mod health;
 pub mod overrides;
+mod progressive;
 mod publish;
+pub mod ramp;
 pub mod reload;
 pub mod rollback;
+pub mod shadow;
 pub mod shared;
 pub mod simulated;
 mod splits;
@@ -33,6 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 pub use events::{Event, ReloadReport, SplitChange, Trigger};
+pub use ramp::RampAction;
 
 use alerts::Alerts;
 use health::prober::Probes;
@@ -89,6 +94,20 @@ impl ControlHandle {
         self.send(Event::Reload { base, reply }).await;
         rx.await.ok()
     }
+
+    /// Starts, pauses or resumes a route's ramp; answers once the change
+    /// is published, or with why it does not apply.
+    pub async fn ramp(&self, route: RouteId, action: RampAction) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Ramp {
+            route,
+            action,
+            reply,
+        })
+        .await;
+        rx.await
+            .unwrap_or_else(|_| Err("the control task is not running".into()))
+    }
 }
 
 /// State owned by the control task.
@@ -128,7 +147,7 @@ impl Control {
             base.clone(),
             base.initial_table(),
         ));
-        let c = Self {
+        let mut c = Self {
             health: base
                 .cfg
                 .upstreams
@@ -148,6 +167,7 @@ impl Control {
             live: live.clone(),
             base,
         };
+        c.autostart_ramps();
         c.init_metrics();
         c.publish();
         (c, me, live)
@@ -189,6 +209,7 @@ impl Control {
                 changed = true;
             }
         }
+        changed |= self.progressive_tick(now);
         // Error rates shown in status age out even without traffic.
         changed || self.health.iter().any(|h| h.window.counts(now).0 > 0)
     }
@@ -250,6 +271,35 @@ impl Control {
                     changed |= self.watch_target(route, upstream, outcome.is_ok(), ttfb);
                 }
                 changed
+            }
+            Event::Cohort {
+                route,
+                target,
+                ok,
+                latency,
+            } => {
+                self.on_cohort(route, target, ok, latency);
+                false
+            }
+            Event::ShadowPair { route, pair } => {
+                if let Some(s) = self
+                    .splits
+                    .shadows
+                    .get_mut(route.index())
+                    .and_then(Option::as_mut)
+                {
+                    s.add(pair);
+                }
+                false
+            }
+            Event::Ramp {
+                route,
+                action,
+                reply,
+            } => {
+                // Publishes by itself, before the answer goes out.
+                self.on_ramp(route, action, reply);
+                false
             }
             Event::SetSplit {
                 route,

@@ -12,6 +12,25 @@ pub struct Overrides {
     /// Route name → its overridden split.
     #[serde(default)]
     pub routes: BTreeMap<String, RouteOverride>,
+    /// Route name → its ramp's state (PRODUCT.md §3.9).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ramps: BTreeMap<String, RampOverride>,
+}
+
+/// One route's ramp, as it must survive a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RampOverride {
+    /// `idle`, `running`, `paused`, `done` or `rolled_back`.
+    pub state: String,
+    /// Index of the current step.
+    #[serde(default)]
+    pub step: Option<usize>,
+    /// RFC 3339 time the next step is due (running).
+    #[serde(default)]
+    pub next_at: Option<String>,
+    /// Bake left at the current step, ms (paused).
+    #[serde(default)]
+    pub remaining_ms: Option<u64>,
 }
 
 /// One route's override.
@@ -19,7 +38,7 @@ pub struct Overrides {
 pub struct RouteOverride {
     /// Effective share, percent.
     pub percentage: f64,
-    /// `manual`, `auto` or `set`.
+    /// `manual`, `auto`, `set` or `ramp`.
     #[serde(default)]
     pub trigger: String,
     /// RFC 3339 time of the change.

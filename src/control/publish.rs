@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::alerts::Alert;
 use super::Control;
 use crate::outcome::Outcome;
-use crate::routing::{HealthState, RoutingTable, Snapshot, UpstreamId, UpstreamView};
+use crate::routing::{GateView, HealthState, RoutingTable, Snapshot, UpstreamId, UpstreamView};
 
 const STATES: [HealthState; 3] = [
     HealthState::Healthy,
@@ -21,11 +21,19 @@ impl Control {
     /// rather than "no data" and `increase()` sees the first event.
     pub(super) fn init_metrics(&self) {
         let m = &self.metrics;
-        for r in &self.base.routes {
+        for (r, rc) in self.base.routes.iter().zip(&self.base.cfg.routes) {
             for t in ["manual", "auto"] {
                 m.rollbacks.with_label_values(&[&r.name, t]);
             }
             m.budget_exhausted.with_label_values(&[&r.name]);
+            if rc.split.as_ref().is_some_and(|s| s.shadow.is_some()) {
+                for o in ["ok", "error", "dropped"] {
+                    m.shadow_requests.with_label_values(&[&r.name, o]);
+                }
+                for sh in ["same", "different"] {
+                    m.shadow_pairs.with_label_values(&[&r.name, sh]);
+                }
+            }
             m.retries.with_label_values(&[&r.name]);
         }
         for u in self.base.upstreams.iter() {
@@ -66,9 +74,15 @@ impl Control {
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| match self.splits.share(i) {
-                Some(p) => r.with_percentage(p),
-                None => r.clone(),
+            .map(|(i, r)| {
+                let mut r = match self.splits.share(i) {
+                    Some(p) => r.with_percentage(p),
+                    None => r.clone(),
+                };
+                if r.split.is_some() {
+                    r.progress = self.progress(i, now);
+                }
+                r
             })
             .collect();
         RoutingTable {
@@ -100,9 +114,38 @@ impl Control {
                     .split_percentage
                     .with_label_values(&[&r.name])
                     .set(s.percentage);
+                if let Some(g) = &r.progress.gates {
+                    self.gate_metrics(&r.name, g);
+                }
+                if let Some(ramp) = &r.progress.ramp {
+                    self.metrics
+                        .ramp_step
+                        .with_label_values(&[&r.name])
+                        .set(ramp.step.unwrap_or(0.0));
+                }
             }
         }
         self.live.publish(Snapshot::new(Arc::clone(&self.base), t));
+    }
+
+    /// The gate's figures as gauges (the migration dashboard's target vs control).
+    fn gate_metrics(&self, route: &str, g: &GateView) {
+        let m = &self.metrics;
+        for (cohort, c) in [("target", &g.target), ("control", &g.control)] {
+            let l = [route, cohort];
+            m.gate_requests
+                .with_label_values(&l)
+                .set(f64::from(c.requests));
+            m.gate_error_rate.with_label_values(&l).set(c.error_rate);
+            m.gate_latency_p95
+                .with_label_values(&l)
+                .set(c.latency_p95_ms.map_or(f64::NAN, |ms| ms / 1000.0));
+        }
+        for v in ["pass", "fail", "insufficient"] {
+            m.gate_verdict
+                .with_label_values(&[route, v])
+                .set(i64::from(g.verdict == v));
+        }
     }
 
     /// Logs, counts and alerts a change of health state (nothing if none).

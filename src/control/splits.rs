@@ -9,16 +9,25 @@ use tokio::time::Instant;
 
 use super::alerts::Alert;
 use super::events::{SplitChange, Trigger};
+use super::gates::GateWatch;
+use super::ramp::Ramp;
 use super::rollback::RollbackWatch;
+use super::shadow::ShadowStats;
 use super::store::{Overrides, RouteOverride};
 use super::Control;
 use crate::routing::{Base, RouteId, SplitView, UpstreamId};
 
 /// The effective shares and the rollback watch of every route with a split.
 pub(super) struct Splits {
-    shares: Vec<Option<f64>>,
+    pub(super) shares: Vec<Option<f64>>,
     watches: Vec<Option<RollbackWatch>>,
-    overrides: Overrides,
+    pub(super) overrides: Overrides,
+    /// Each route's ramp, when configured.
+    pub(super) ramps: Vec<Option<Ramp>>,
+    /// Each route's gates, when configured.
+    pub(super) gates: Vec<Option<GateWatch>>,
+    /// Each route's shadow comparison, when configured.
+    pub(super) shadows: Vec<Option<ShadowStats>>,
 }
 
 impl Splits {
@@ -49,10 +58,40 @@ impl Splits {
                     .map(|s| RollbackWatch::new(s.auto_rollback.clone(), now))
             })
             .collect();
+        let ramps = base
+            .cfg
+            .routes
+            .iter()
+            .map(|r| {
+                let ramp = r.split.as_ref()?.ramp.clone()?;
+                Some(Ramp::new(ramp, overrides.ramps.get(&r.name), now))
+            })
+            .collect();
+        let gates = base
+            .cfg
+            .routes
+            .iter()
+            .map(|r| Some(GateWatch::new(r.split.as_ref()?.gates.clone()?, now)))
+            .collect();
+        let shadows = base
+            .cfg
+            .routes
+            .iter()
+            .map(|r| {
+                r.split
+                    .as_ref()?
+                    .shadow
+                    .as_ref()
+                    .map(|_| ShadowStats::default())
+            })
+            .collect();
         Self {
             shares,
             watches,
             overrides,
+            ramps,
+            gates,
+            shadows,
         }
     }
 
@@ -175,6 +214,7 @@ impl Control {
         if let Some(w) = self.splits.watches[i].as_mut() {
             w.reset();
         }
+        self.ramp_follows(route, trigger, reason.as_deref());
         self.splits.overrides.routes.insert(
             name.to_string(),
             RouteOverride {
@@ -193,6 +233,7 @@ impl Control {
                 ),
             },
         );
+        self.save_ramp(route);
         let view = SplitView {
             percentage: after,
             ..split

@@ -1,5 +1,6 @@
 //! The split store: where runtime overrides (split shares set by the admin
-//! API or an automatic rollback) are kept so they survive a restart.
+//! API or an automatic rollback, and ramp states) are kept so they survive a
+//! restart.
 //!
 //! [`SplitStore`] is the seam a shared store plugs into (Redis, for a fleet:
 //! [`super::shared::RedisStore`]); [`FileStore`] is the one-process store:
@@ -19,7 +20,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{oneshot, Notify};
 
 use super::events::SplitChange;
-pub use super::overrides::{Overrides, RouteOverride};
+pub use super::overrides::{Overrides, RampOverride, RouteOverride};
 use crate::routing::SplitView;
 
 /// Where split overrides live.

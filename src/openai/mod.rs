@@ -134,6 +134,37 @@ struct AnswerPeek<'a> {
     usage: Option<UsageFields>,
 }
 
+#[derive(Deserialize)]
+struct ModelOnly<'a> {
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    /// A Responses stream's first event wraps the response.
+    #[serde(default, borrow)]
+    response: Option<Box<ModelOnly<'a>>>,
+    /// A Messages stream's `message_start` wraps the message.
+    #[serde(default, borrow)]
+    message: Option<Box<ModelOnly<'a>>>,
+}
+
+/// The `model` an answer names: a JSON body's, or the first `data:` event's
+/// of an SSE stream. Read only for tracing (`gen_ai.response.model`).
+pub fn response_model(answer: &[u8]) -> Option<String> {
+    let json = match answer.iter().position(|b| !b.is_ascii_whitespace()) {
+        Some(i) if answer[i] == b'{' => &answer[i..],
+        _ => {
+            let start = memchr::memmem::find(answer, b"data:")? + 5;
+            let rest = &answer[start..];
+            rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())].trim_ascii()
+        }
+    };
+    let top = serde_json::from_slice::<ModelOnly<'_>>(json).ok()?;
+    let m = top
+        .model
+        .or_else(|| top.response.and_then(|r| r.model))
+        .or_else(|| top.message.and_then(|r| r.model))?;
+    Some(m.into_owned())
+}
+
 /// An upstream body that should have been JSON and was not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotJson;
@@ -186,6 +217,20 @@ pub fn read_answer(body: &[u8]) -> Result<Answer, NotJson> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_model_from_json_or_first_event() {
+        let body = br#" {"id":"x","choices":[{"message":{"model":"no"}}],"model":"gpt-4.1-2025"}"#;
+        assert_eq!(response_model(body).as_deref(), Some("gpt-4.1-2025"));
+        let sse = b"data: {\"model\":\"m\",\"choices\":[]}\r\n\r\ndata: [DONE]\n\n";
+        assert_eq!(response_model(sse).as_deref(), Some("m"));
+        assert_eq!(response_model(b"data: [DONE]\n\n"), None);
+        assert_eq!(response_model(b"{}"), None);
+        let responses = b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"r\"}}\n\n";
+        assert_eq!(response_model(responses).as_deref(), Some("r"));
+        let messages = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"c\"}}\n\n";
+        assert_eq!(response_model(messages).as_deref(), Some("c"));
+    }
 
     #[test]
     fn context_length_errors_are_recognised() {

@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/admin/status`, split changes and rollbacks.
+//! The admin listener: `/metrics`, `/admin/status`, `/admin/traffic`, split
+//! changes, rollbacks, and the operator's page (`/admin/`, [`super::page`]).
 //!
 //! Bearer token from the env var named by `admin.token_env`, compared in
 //! constant time. Variable unset: the admin API answers 403 (metrics stay up).
@@ -16,18 +17,21 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::control::RampAction;
 use crate::control::Trigger;
 use crate::error::ApiError;
-use crate::routing::{RouteId, RoutingTable, Snapshot, SplitView};
+use crate::routing::{CohortView, Progress, RouteId, RoutingTable, Snapshot, SplitView};
 use crate::state::AppState;
 
 /// The admin router.
 pub fn router(app: Arc<AppState>) -> Router {
     let admin = Router::new()
         .route("/admin/status", get(status))
+        .route("/admin/traffic", get(traffic))
         .route("/admin/routes/{route}/split", put(set_split))
         .route("/admin/routes/{route}/rollback", post(rollback))
         .route("/admin/reload", post(reload))
+        .route("/admin/routes/{route}/ramp", post(ramp))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             require_token,
@@ -37,6 +41,7 @@ pub fn router(app: Arc<AppState>) -> Router {
     );
     admin
         .merge(metrics)
+        .merge(super::page::routes())
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(app)
@@ -124,7 +129,11 @@ pub fn status_json(snap: &Snapshot) -> Value {
                 "name": &*r.name,
                 "primary": &*t.upstream(r.primary).name,
                 "fallbacks": r.fallbacks.iter().map(|&f| &*t.upstream(f).name).collect::<Vec<_>>(),
-                "split": r.split.map(|s| split_json(t, &s)),
+                "split": r.split.map(|s| {
+                    let mut v = split_json(t, &s);
+                    progress_json(&mut v, &r.progress);
+                    v
+                }),
             })
         })
         .collect();
@@ -139,8 +148,51 @@ fn split_json(t: &RoutingTable, s: &SplitView) -> Value {
     })
 }
 
+/// `split.ramp`, `split.gates`, `split.shadow` (PRODUCT.md §3.9), each only when configured.
+fn progress_json(v: &mut Value, p: &Progress) {
+    let round = |x: f64, d: f64| (x * d).round() / d;
+    if let Some(r) = &p.ramp {
+        v["ramp"] = json!({
+            "steps": r.steps,
+            "step": r.step,
+            "state": r.state,
+            "next_at": r.next_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        });
+    }
+    if let Some(g) = &p.gates {
+        let cohort = |c: &CohortView| {
+            json!({
+                "requests": c.requests,
+                "error_rate": round(c.error_rate, 10_000.0),
+                "latency_p95_ms": c.latency_p95_ms.map(|x| round(x, 100.0)),
+            })
+        };
+        v["gates"] = json!({
+            "verdict": g.verdict,
+            "target": cohort(&g.target),
+            "control": cohort(&g.control),
+        });
+    }
+    if let Some(s) = &p.shadow {
+        let r = |x: Option<f64>| x.map(|x| round(x, 10_000.0));
+        v["shadow"] = json!({
+            "pairs": s.pairs,
+            "target_errors": s.target_errors,
+            "primary_errors": s.primary_errors,
+            "latency_ratio_p50": r(s.latency_ratio_p50),
+            "latency_ratio_p95": r(s.latency_ratio_p95),
+            "same_shape_rate": r(s.same_shape_rate),
+            "cost_ratio": r(s.cost_ratio),
+        });
+    }
+}
+
 async fn status(State(app): State<Arc<AppState>>) -> Response {
     axum::Json(status_json(&app.live.load())).into_response()
+}
+
+async fn traffic(State(app): State<Arc<AppState>>) -> Response {
+    axum::Json(super::traffic::traffic(&app.metrics)).into_response()
 }
 
 fn route_with_split(app: &AppState, route: &str) -> Result<(RouteId, f64), ApiError> {
@@ -221,4 +273,57 @@ async fn reload(State(app): State<Arc<AppState>>) -> Response {
         )
         .into_response(),
     }
+}
+
+/// `POST /admin/routes/{route}/ramp` with `{"action": "start" | "pause" |
+/// "resume"}`: answers the route's split (ramp included) once in force;
+/// 409 when the action does not apply to the ramp's state.
+async fn ramp(
+    State(app): State<Arc<AppState>>,
+    Path(route): Path<String>,
+    body: Bytes,
+) -> Response {
+    let action = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+        v.get("action")
+            .and_then(Value::as_str)
+            .and_then(RampAction::parse)
+    });
+    let Some(action) = action else {
+        return ApiError::bad_request(
+            "Body must be JSON like {\"action\": \"start\"} (start, pause or resume).",
+        )
+        .into_response();
+    };
+    let (idx, _) = match route_with_split(&app, &route) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let has_ramp = app.live.load().cfg().routes[idx.index()]
+        .split
+        .as_ref()
+        .is_some_and(|s| s.ramp.is_some());
+    if !has_ramp {
+        return ApiError::bad_request(format!(
+            "Route {route:?} has no ramp configured (add `split.ramp` to it in the config)."
+        ))
+        .into_response();
+    }
+    if let Err(why) = app.control.ramp(idx, action).await {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "ramp_conflict",
+            why,
+        )
+        .into_response();
+    }
+    let snap = app.live.load();
+    let r = snap.table.route(idx);
+    let Some(s) = r.split else {
+        return ApiError::internal("The split disappeared.").into_response();
+    };
+    let mut v = split_json(&snap.table, &s);
+    progress_json(&mut v, &r.progress);
+    v["route"] = json!(route);
+    axum::Json(v).into_response()
 }

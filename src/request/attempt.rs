@@ -87,6 +87,17 @@ pub enum Served {
     },
 }
 
+impl Served {
+    /// The upstream's status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Served::Complete { status, .. }
+            | Served::Stream { status, .. }
+            | Served::Raw { status, .. } => *status,
+        }
+    }
+}
+
 /// Why an attempt moved on.
 #[derive(Debug)]
 pub struct AttemptError {

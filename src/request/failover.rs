@@ -21,6 +21,7 @@ use tower::{Layer, Service, ServiceExt};
 pub use super::attempt::{Attempt, AttemptError, Served, UpstreamService};
 use super::plan::Plan;
 use super::protocol::Protocol;
+use super::spans::{AttemptSpan, TraceParent};
 use super::walk::{AttemptRecord, Step, Walk};
 use crate::control::Event;
 use crate::error::ApiError;
@@ -41,6 +42,9 @@ pub struct ProxyCall {
     pub body: Bytes,
     /// What was read from it.
     pub facts: RequestFacts,
+    /// The request's span (tracing on only): each attempt gets a child span
+    /// and sends its `traceparent` upstream.
+    pub trace: Option<TraceParent>,
     /// Its method (`POST` for every routed request).
     pub method: Method,
     /// How the answer is read (from the path).
@@ -59,6 +63,8 @@ pub struct Success {
     pub served: Served,
     /// Every attempt, the serving one last.
     pub records: Vec<AttemptRecord>,
+    /// The serving attempt's span (tracing on only), to end with the answer.
+    pub span: Option<opentelemetry::Context>,
 }
 
 /// A request no upstream could serve.
@@ -175,10 +181,11 @@ where
                 tokio::time::sleep(wait).await;
             }
             let start = Instant::now();
-            let attempt = Attempt {
+            let mut attempt = Attempt {
                 upstream: up,
                 ..template.clone()
             };
+            let span = self.attempt_span(&call, &mut attempt, walk.attempts() + 1);
             let mut result = self.inner.clone().oneshot(attempt).await;
             let latency = start.elapsed();
             if let Err(e) = result.as_mut() {
@@ -203,6 +210,13 @@ where
                 },
             };
             self.report(plan, &record);
+            let span = span.and_then(|s| match &result {
+                Ok(served) => Some(s.served(served.status().as_u16())),
+                Err(e) => {
+                    s.failed(e.outcome, e.status);
+                    None
+                }
+            });
             walk.record(record);
             match result {
                 Ok(served) => {
@@ -212,6 +226,7 @@ where
                         ttfb: latency,
                         served,
                         records: walk.into_records(),
+                        span,
                     })
                 }
                 Err(e) => tracing::debug!(
@@ -236,6 +251,8 @@ where
                 ttfb,
                 served,
                 records: walk.into_records(),
+                // Its attempt's span ended with the attempt (a failure held back).
+                span: None,
             });
         }
         let (error, records) = walk.failure(&plan.snap);
@@ -245,6 +262,17 @@ where
             attempts,
             records,
         })
+    }
+
+    /// With tracing on, the attempt's span, whose `traceparent` the attempt
+    /// carries upstream; with it off, nothing (and nothing allocated).
+    fn attempt_span(&self, call: &ProxyCall, attempt: &mut Attempt, n: u32) -> Option<AttemptSpan> {
+        let (otel, parent) = self.app.otel.as_ref().zip(call.trace.as_ref())?;
+        let up = call.plan.snap.upstream(attempt.upstream);
+        let model = attempt.model.as_ref().map(|(m, _)| up.map_model(m));
+        let span = AttemptSpan::start(otel, parent, &up.name, model, n);
+        attempt.headers = span.headers(otel, &call.headers);
+        Some(span)
     }
 
     /// A second or later attempt: `turnout_retries_total` and the failover

@@ -25,6 +25,7 @@ use super::protocol::{Protocol, StreamScan};
 use super::reader::StreamReader;
 use super::relay::{Answered, SseRelay};
 use super::resume::Resume;
+use super::walk::AttemptRecord;
 use crate::accounting::Transport;
 use crate::auth::ClientIdentity;
 use crate::error::ApiError;
@@ -48,13 +49,14 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let fin = Finish::new(
+    let mut fin = Finish::new(
         app.clone(),
         Transport::Http,
         request_id,
         started,
         identity.as_ref().map(|i| i.index),
     );
+    fin.trace_request(&parts.headers, parts.method.as_str(), parts.uri.path());
     let path = parts.uri.path();
     let route_path = path.strip_prefix("/v1").unwrap_or(path);
     let suffix: Arc<str> = match parts.uri.query() {
@@ -113,6 +115,9 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         Ok(p) => p,
         Err(e) => return reject(&fin, e, &model),
     };
+    fin.trace_planned(&model, &plan);
+    let stream = facts.stream;
+    let shadow = super::shadow::pick(&app, &plan, key);
     let headers = Arc::new(crate::upstream::forward_headers(&parts.headers, true));
     let resumes = plan.snap.cfg().routes[plan.route.index()].resume.enabled;
     let resume = if resumes && facts.stream {
@@ -129,12 +134,16 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
         facts,
         method: Method::POST,
         protocol,
+        trace: fin.trace_parent(),
     };
+    // The shadow copy (if any) goes in the background; the client never waits for it.
+    let peer = shadow.map(|s| s.launch(&app, &call, fin.request_id()));
+    let fin = fin.with_shadow(peer);
     // 6 failover (walks the chain; the one layer that retries) · leaf: one
     // attempt on one upstream.
     let failover = tower::Layer::layer(&FailoverLayer::new(app), UpstreamService);
     match tower::ServiceExt::oneshot(failover, call).await {
-        Err(f) => failed(&fin, &plan, &model, f),
+        Err(f) => failed(&fin, &plan, &model, stream, f),
         Ok(s) => served(
             fin,
             plan,
@@ -159,7 +168,7 @@ async fn pass(
     let head = parts.method == Method::HEAD;
     let (plan, result) = passthrough::call(fin.app(), snap, parts, suffix, body).await;
     match result {
-        Err(f) => failed(&fin, &plan, "", f),
+        Err(f) => failed(&fin, &plan, "", false, f),
         Ok(s) => served(fin, plan, String::new(), s, Tail { head, resume: None }),
     }
 }
@@ -168,6 +177,7 @@ async fn pass(
 fn reject(fin: &Finish, e: ApiError, model: &str) -> Response {
     let end = Ending {
         status: e.status.as_u16(),
+        error: Some(e.code),
         ..Ending::default()
     };
     fin.record(None, model, end);
@@ -177,11 +187,14 @@ fn reject(fin: &Finish, e: ApiError, model: &str) -> Response {
 }
 
 /// No upstream served it: the walk's error, named after the last upstream tried.
-fn failed(fin: &Finish, plan: &Plan, model: &str, f: Failure) -> Response {
+fn failed(fin: &Finish, plan: &Plan, model: &str, stream: bool, f: Failure) -> Response {
     let end = Ending {
         status: f.error.status.as_u16(),
         upstream: f.upstream,
         attempts: f.attempts,
+        records: f.records,
+        stream,
+        error: Some(f.error.code),
         ..Ending::default()
     };
     fin.record(Some(plan), model, end);
@@ -203,6 +216,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, tail: Tail) -> Res
     let Tail { head, resume } = tail;
     let name = plan.snap.upstream(s.upstream).name.clone();
     let request_id = fin.request_id().to_owned();
+    let span = s.span;
     let answered = |status: StatusCode| Answered {
         upstream: s.upstream,
         attempts: s.attempts,
@@ -216,6 +230,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, tail: Tail) -> Res
             body,
             usage,
         } => {
+            fin.trace_served(span, &body);
             let end = Ending {
                 status: status.as_u16(),
                 upstream: Some(s.upstream),
@@ -223,6 +238,10 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, tail: Tail) -> Res
                 ttft: Some(s.ttfb),
                 usage,
                 broke: None,
+                records: s.records,
+                stream: false,
+                error: None,
+                answer: fin.shadowed().then(|| body.clone()),
             };
             fin.record(Some(&plan), &model, end);
             let mut rsp = (status, body).into_response();
@@ -236,8 +255,10 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, tail: Tail) -> Res
             rest,
             scan,
         } => {
+            fin.trace_served(span, &first);
             let a = answered(status);
             let body = (first, rest, scan);
+            let a = (a, s.records);
             let mut rsp = streamed(fin, plan, model, a, headers, body, (None, resume));
             let h = rsp.headers_mut();
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -252,6 +273,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, tail: Tail) -> Res
             headers,
             body,
         } => {
+            fin.trace_served(span, &[]);
             let scan = StreamScan::new(Protocol::Passthrough, false);
             let a = answered(status);
             let length =
@@ -266,7 +288,7 @@ fn served(fin: Finish, plan: Plan, model: String, s: Success, tail: Tail) -> Res
                 fin,
                 plan,
                 model,
-                a,
+                (a, s.records),
                 headers,
                 (Bytes::new(), body, scan),
                 (length, None),
@@ -283,7 +305,7 @@ fn streamed(
     fin: Finish,
     plan: Plan,
     model: String,
-    a: Answered,
+    (a, records): (Answered, Vec<AttemptRecord>),
     headers: HeaderMap,
     (first, rest, scan): (Bytes, crate::upstream::BodyStream, StreamScan),
     (length, resume): (Option<u64>, Option<Resume>),
@@ -292,7 +314,7 @@ fn streamed(
     let deadline = fin.started() + timeouts.total;
     let reader = StreamReader::new(first, rest, scan, timeouts.idle, deadline);
     let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
-    let mut relay = SseRelay::new(reader, fin, plan, model, a, length);
+    let mut relay = SseRelay::new(reader, fin, plan, model, (a, records), length);
     if let Some(r) = resume {
         relay = relay.with_resume(r);
     }

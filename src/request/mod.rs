@@ -9,6 +9,7 @@
 //! | leaf | [`attempt`] | one try on one upstream: key, model name, timeouts, the stream's commit point |
 //! | stream | [`reader`] (+ [`sse`]) · [`relay`] · [`resume`] | after the commit point: idle and total deadlines, clean end, usage; HTTP's error event, or a continuation by another upstream |
 //! | end | [`finish`] | metrics, cost, per-key usage, log line, mid-stream health report |
+//! | tracing | [`spans`] | (tracing on only) a span per request and per attempt, `traceparent` upstream |
 
 pub mod attempt;
 pub mod failover;
@@ -21,6 +22,8 @@ pub mod protocol;
 pub mod reader;
 pub mod relay;
 pub mod resume;
+pub mod shadow;
+pub mod spans;
 pub mod sse;
 pub mod walk;
 pub mod ws;

@@ -88,6 +88,8 @@ pub async fn call(
                 facts: RequestFacts::default(),
                 method,
                 protocol: Protocol::Passthrough,
+                // Pass-through requests have the request's span only.
+                trace: None,
             };
             let failover = tower::Layer::layer(&FailoverLayer::new(app.clone()), UpstreamService);
             tower::ServiceExt::oneshot(failover, call).await
@@ -140,6 +142,7 @@ async fn once(
             ttfb: latency,
             served,
             records: vec![record],
+            span: None,
         }),
         Err(_) => {
             // The walk's own words for what went wrong (no retry was asked for).

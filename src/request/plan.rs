@@ -28,6 +28,13 @@ impl Plan {
         &self.snap.table.route(self.route).name
     }
 
+    /// The user's cohort on a route with a split (PRODUCT.md §3.11):
+    /// `target` inside the share, `control` outside it; none without a split.
+    pub fn cohort(&self) -> Option<&'static str> {
+        let split = self.snap.table.route(self.route).split;
+        split.map(|_| if self.in_split { "target" } else { "control" })
+    }
+
     /// The route's primary (prices the savings baseline).
     pub fn primary(&self) -> UpstreamId {
         self.snap.table.route(self.route).primary

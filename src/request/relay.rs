@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
 
@@ -20,6 +20,7 @@ use super::plan::Plan;
 use super::protocol::Protocol;
 use super::reader::StreamReader;
 use super::resume::{sum_usage, Continued, Resume, Splice};
+use super::walk::AttemptRecord;
 use crate::control::Event;
 use crate::openai::Usage;
 use crate::outcome::Outcome;
@@ -72,20 +73,25 @@ struct End {
     upstream: UpstreamId,
     attempts: u32,
     ttfb: Duration,
+    records: Vec<AttemptRecord>,
+    /// The answer so far, kept only when a shadow compares it.
+    kept: Option<BytesMut>,
     _active: ActiveStream,
 }
 
 impl SseRelay {
-    /// Relays `reader` for the request that `fin` finishes; `length`: the
+    /// Relays `reader` for the request that `fin` finishes (`records`: the
+    /// walk's attempts, for its record); `length`: the
     /// body's declared length (0 for an answer to HEAD), if known.
     pub fn new(
         reader: StreamReader,
         fin: Finish,
         plan: Plan,
         model: String,
-        s: Answered,
+        (s, records): (Answered, Vec<AttemptRecord>),
         length: Option<u64>,
     ) -> Self {
+        let kept = fin.shadowed().then(BytesMut::new);
         let end = End {
             _active: fin.stream_opened(),
             fin,
@@ -94,6 +100,8 @@ impl SseRelay {
             upstream: s.upstream,
             attempts: s.attempts,
             ttfb: s.ttfb,
+            records,
+            kept,
         };
         let mut relay = Self {
             reader,
@@ -131,6 +139,10 @@ impl SseRelay {
                 ttft: Some(e.ttfb),
                 usage: sum_usage(first, self.reader.usage()),
                 broke,
+                records: e.records,
+                stream: self.reader.protocol() != Protocol::Passthrough,
+                error: None,
+                answer: e.kept.map(BytesMut::freeze),
             };
             if let Some(r) = self.resume.as_ref().filter(|r| r.tried) {
                 let outcome = match (r.splice.is_some(), broke) {
@@ -263,6 +275,9 @@ impl SseRelay {
 
     /// A chunk as it goes out: counted against a known length.
     fn sent(&mut self, chunk: Bytes) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        if let Some(e) = self.end.as_mut().filter(|e| e.kept.is_some()) {
+            super::shadow::keep(&mut e.kept, &chunk);
+        }
         if let Some(left) = self.remaining.as_mut() {
             *left = left.saturating_sub(chunk.len() as u64);
             if *left == 0 {

@@ -6,11 +6,13 @@
 //! - [`snapshot`]: the one live [`Snapshot`] behind an `ArcSwap` ([`Live`]).
 
 pub mod ids;
+pub mod progress;
 pub mod snapshot;
 pub mod split;
 pub mod table;
 
 pub use ids::{RouteId, UpstreamId};
+pub use progress::{CohortView, GateView, Progress, RampView, ShadowView};
 pub use snapshot::{Base, Live, Snapshot, UpstreamCounters};
 pub use table::{
     glob_match, HealthState, ModelMatcher, RouteView, RoutingTable, SplitView, UpstreamView,

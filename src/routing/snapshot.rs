@@ -16,7 +16,7 @@ use super::ids::{upstream_ids, RouteId, UpstreamId, MAX_IDS};
 use super::table::{HealthState, ModelMatcher, RouteView, RoutingTable, SplitView, UpstreamView};
 use crate::auth::ClientKeys;
 use crate::config::{Config, FailoverConfig, Secrets};
-use crate::limit::Limits;
+use crate::limit::{Limits, ShadowLimits};
 use crate::upstream::Upstream;
 
 /// Counters of one upstream that requests update as they go (lock-free).
@@ -60,6 +60,8 @@ pub struct Base {
     pub keys: ClientKeys,
     /// Per-key rate limits.
     pub limits: Limits,
+    /// Shadow traffic's `max_rps`, per route.
+    pub shadow_limits: ShadowLimits,
     /// Model → route.
     pub matcher: Arc<ModelMatcher>,
     /// Routes with their names resolved to ids, at their configured shares.
@@ -148,6 +150,7 @@ impl Base {
             upstreams: upstreams.into(),
             keys: ClientKeys::new(&cfg, secrets),
             limits: Limits::new(&cfg),
+            shadow_limits: ShadowLimits::new(&cfg),
             matcher: Arc::new(ModelMatcher::new(&cfg)),
             routes,
             fingerprints,

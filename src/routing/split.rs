@@ -22,6 +22,27 @@ pub fn bucket(route: &str, key: &str) -> u32 {
     (h.digest() % u64::from(BUCKETS)) as u32
 }
 
+/// The shadow bucket (0..10_000) of a user key on a route: the same hash
+/// salted with `0x01` instead of `0x00`, so that the shadowed users are
+/// chosen independently of the split's.
+pub fn shadow_bucket(route: &str, key: &str) -> u32 {
+    let mut h = Xxh3::new();
+    h.update(route.as_bytes());
+    h.update(&[1]);
+    h.update(key.as_bytes());
+    (h.digest() % u64::from(BUCKETS)) as u32
+}
+
+/// Whether a user key's requests are shadowed at `percentage` (no key: at random).
+pub fn in_shadow(route: &str, key: Option<&str>, percentage: f64) -> bool {
+    let t = threshold(percentage);
+    let b = match key {
+        Some(k) => shadow_bucket(route, k),
+        None => fastrand::u32(0..BUCKETS),
+    };
+    b < t
+}
+
 /// A percentage (0–100, two decimals) as a bucket threshold.
 pub fn threshold(percentage: f64) -> u32 {
     (percentage.clamp(0.0, 100.0) * 100.0).round() as u32

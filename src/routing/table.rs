@@ -87,6 +87,8 @@ pub struct RouteView {
     pub fallbacks: Vec<UpstreamId>,
     /// The split, if the route has one.
     pub split: Option<SplitView>,
+    /// Ramp, gates and shadow figures (PRODUCT.md §3.9), for status.
+    pub progress: super::Progress,
     /// The two possible chains, computed once: `[outside the share, in it]`.
     chains: [Chain; 2],
 }
@@ -107,6 +109,7 @@ impl RouteView {
             primary,
             fallbacks,
             split,
+            progress: super::Progress::default(),
             chains,
         }
     }

@@ -20,6 +20,7 @@ use crate::openai::Usage;
 use crate::outcome::Outcome;
 use crate::request::finish::{Ending, Finish};
 use crate::request::plan::Plan;
+use crate::request::walk::AttemptRecord;
 use crate::routing::UpstreamId;
 
 /// What a request learnt before it ended.
@@ -36,6 +37,8 @@ pub(crate) struct Progress {
     /// Tokens for the metrics, and the upstream's `usage` object for `done`.
     pub usage: Option<Usage>,
     pub usage_raw: Option<Value>,
+    /// Every upstream attempt, in order.
+    pub records: Vec<AttemptRecord>,
     /// Last `finish_reason` seen.
     pub finish_reason: Option<String>,
     /// The answer's text, when kept.
@@ -62,6 +65,8 @@ pub(crate) struct Fail {
     pub error: Value,
     /// How the stream broke after its first event.
     pub stream_error: Option<Outcome>,
+    /// The error's code, for the audit line.
+    pub code: &'static str,
 }
 
 impl Fail {
@@ -75,6 +80,7 @@ impl Fail {
             status: e.status.as_u16(),
             error,
             stream_error: None,
+            code: e.code,
         }
     }
 }
@@ -94,6 +100,7 @@ impl Progress {
             status: 200,
             error: error_obj(&msg, "upstream_error", "stream_interrupted", None),
             stream_error: Some(outcome),
+            code: "stream_interrupted",
         })
     }
 
@@ -104,6 +111,7 @@ impl Progress {
                 status: 200,
                 error: e,
                 stream_error: Some(Outcome::UpstreamError),
+                code: "upstream_error",
             }),
             _ => self.broke(Outcome::UpstreamError),
         }
@@ -124,6 +132,7 @@ pub(crate) fn complete(status: StatusCode, body: &[u8], p: &mut Progress) -> End
             status: code,
             error,
             stream_error: None,
+            code: "upstream_error",
         });
     }
     let choice = v.pointer("/choices/0");
@@ -164,17 +173,28 @@ pub(crate) async fn finish(
     end: End,
 ) -> Option<String> {
     let usage = p.usage_raw.as_ref();
-    let (status, stream_error, reply) = match &end {
+    let (status, stream_error, reply, code) = match &end {
         End::Done => {
             let reason = p.finish_reason.as_deref().unwrap_or("stop");
-            (200, None, Some(protocol::done(&job.id, reason, usage)))
+            (
+                200,
+                None,
+                Some(protocol::done(&job.id, reason, usage)),
+                None,
+            )
         }
-        End::Cancelled => (499, None, Some(protocol::done(&job.id, "cancelled", usage))),
-        End::ClientGone => (499, None, None),
+        End::Cancelled => (
+            499,
+            None,
+            Some(protocol::done(&job.id, "cancelled", usage)),
+            Some("cancelled"),
+        ),
+        End::ClientGone => (499, None, None, Some("client_gone")),
         End::Failed(f) => (
             f.status,
             f.stream_error,
             Some(protocol::error(&job.id, &f.error)),
+            Some(f.code),
         ),
     };
     let ending = Ending {
@@ -184,6 +204,10 @@ pub(crate) async fn finish(
         ttft: p.ttft,
         usage: p.usage,
         broke: stream_error,
+        records: std::mem::take(&mut p.records),
+        stream: true,
+        error: code,
+        answer: None,
     };
     fin.record(p.plan.as_ref(), &job.model, ending);
     if let Some(r) = reply {

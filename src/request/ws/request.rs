@@ -40,13 +40,15 @@ pub(crate) async fn run(
     job: Job,
     cancel: CancellationToken,
 ) -> Ended {
-    let fin = Finish::new(
+    let mut fin = Finish::new(
         conn.app.clone(),
         Transport::Ws,
         conn.request_id(&job.id),
         Instant::now(),
         conn.identity.as_ref().map(|i| i.index),
     );
+    // A new trace per chat request (the socket's headers carry none).
+    fin.trace_request(&conn.headers, "POST", "/v1/chat/completions");
     let mut p = Progress::default();
     let end = serve(&conn, &fin, &out, &job, &cancel, &mut p).await;
     // The upstream response (if any) is dropped by now: the provider has seen
@@ -88,6 +90,7 @@ async fn serve(
         Ok(p) => p,
         Err(e) => return End::Failed(Fail::api(&e)),
     };
+    fin.trace_planned(&job.model, &plan);
     p.plan = Some(plan.clone());
     let call = ProxyCall {
         plan: plan.clone(),
@@ -95,6 +98,7 @@ async fn serve(
         headers: conn.headers.clone(),
         body: job.body.clone(),
         facts: job.facts.clone(),
+        trace: fin.trace_parent(),
         method: axum::http::Method::POST,
         protocol: Protocol::Chat,
     };
@@ -103,19 +107,23 @@ async fn serve(
     let Some(result) = or_cancel(cancel, walk).await else {
         return End::Cancelled;
     };
-    let s = match result {
+    let mut s = match result {
         Err(f) => {
             p.upstream = f.upstream;
             p.attempts = f.attempts;
+            p.records = f.records;
             return End::Failed(Fail::api(&f.error));
         }
         Ok(s) => s,
     };
     p.upstream = Some(s.upstream);
     p.attempts = s.attempts;
+    p.records = std::mem::take(&mut s.records);
     p.ttft = Some(s.ttfb);
+    let span = s.span;
     match s.served {
         Served::Complete { status, body, .. } => {
+            fin.trace_served(span, &body);
             let end = super::outcome::complete(status, &body, p);
             if let Some(text) = p.text.take().filter(|t| !t.is_empty()) {
                 let sent = send(out, cancel, protocol::delta(&job.id, &text)).await;
@@ -133,6 +141,7 @@ async fn serve(
         Served::Stream {
             first, rest, scan, ..
         } => {
+            fin.trace_served(span, &first);
             let timeouts = &plan.snap.upstream(s.upstream).timeouts;
             let deadline = fin.started() + timeouts.total;
             let reader = StreamReader::new(first, rest, scan, timeouts.idle, deadline);
