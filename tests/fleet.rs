@@ -98,6 +98,7 @@ impl Drop for Redis {
 
 struct Fleet {
     replicas: Vec<Harness>,
+    prefix: String,
     yaml: String,
     secrets: Secrets,
 }
@@ -114,6 +115,7 @@ impl Fleet {
         };
         let mut fleet = Self {
             replicas: Vec::new(),
+            prefix: prefix.clone(),
             yaml,
             secrets,
         };
@@ -489,4 +491,49 @@ async fn a_replica_starts_and_serves_with_redis_down_and_joins_when_it_comes_up(
     let answer = set(&fleet.replicas[0], 100.0).await;
     assert_eq!(answer["shared"], true, "{answer}");
     propagation(&fleet, 100.0, Some("b")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_starts_picks_up_the_ramp_state_from_redis() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (mock("a").await, mock("b").await);
+    let body = config(
+        &[upstream("a", &a, ""), upstream("b", &b, "")],
+        "{name: chat, models: ['*'], primary: a, fallbacks: [b], split: {target: b, percentage: 1, ramp: {steps: [1, 5, 25], bake: 30m}}}",
+    );
+    let mut fleet = Fleet::start(&redis, &body, 1, secrets()).await;
+    let ramp = |v: serde_json::Value| v["routes"][0]["split"]["ramp"]["state"].clone();
+    assert_eq!(ramp(fleet.replicas[0].status().await), "running");
+    let rsp = fleet.replicas[0]
+        .admin(Method::POST, "/admin/routes/chat/ramp")
+        .json(&serde_json::json!({"action": "pause"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    // The admin answer comes once the pause is in force; its write follows.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}ramps", fleet.prefix);
+    eventually(
+        "the paused ramp is in Redis",
+        Duration::from_secs(10),
+        || {
+            let (mut conn, key) = (conn.clone(), key.clone());
+            async move {
+                let v: Option<String> = redis::cmd("HGET")
+                    .arg(&key)
+                    .arg("chat")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                v.is_some_and(|v| v.contains("paused"))
+            }
+        },
+    )
+    .await;
+    drop(conn);
+    let late = fleet.add().await;
+    // Not started anew: the paused ramp was read from Redis.
+    assert_eq!(ramp(late.status().await), "paused");
 }

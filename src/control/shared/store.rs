@@ -1,6 +1,10 @@
 //! Split shares in Redis: one hash (`{prefix}splits`), a field per route, its
 //! value the route's latest change as JSON (share, target, trigger, time).
 //!
+//! Ramp states (PRODUCT.md §3.9) live beside them in `{prefix}ramps`, the
+//! latest write winning, so that a replica that starts or restarts picks up
+//! a ramp under way instead of starting it anew.
+//!
 //! A write replaces a field only when it is later than the one stored (a Lua
 //! script compares the times atomically), so replicas that write back changes
 //! made during an outage never undo a later change, and a rollback made
@@ -14,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::BoxFuture;
 
 use super::Link;
-use crate::control::store::{Overrides, RouteOverride, SplitStore};
+use crate::control::store::{Overrides, RampOverride, RouteOverride, SplitStore};
 
 /// Sets `KEYS[1][ARGV[1]] = ARGV[2]` unless the stored change is later (or
 /// as late and not higher: a tie goes to the lower share).
@@ -32,6 +36,12 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 ";
+
+fn unreachable() -> std::io::Error {
+    std::io::Error::other(
+        "Redis is unreachable; the change is in force here and will be written when it returns",
+    )
+}
 
 /// The split store of a fleet.
 pub struct RedisStore {
@@ -71,12 +81,25 @@ impl RedisStore {
     }
 
     async fn read(&self) -> Option<Overrides> {
-        let key = self.link.key("splits");
-        let fields: HashMap<String, String> = self
+        let (key, ramps_key) = (self.link.key("splits"), self.link.key("ramps"));
+        let (fields, ramps): (HashMap<String, String>, HashMap<String, String>) = self
             .link
-            .run(|mut c| async move { redis::cmd("HGETALL").arg(&key).query_async(&mut c).await })
+            .run(|mut c| async move {
+                redis::pipe()
+                    .cmd("HGETALL")
+                    .arg(&key)
+                    .cmd("HGETALL")
+                    .arg(&ramps_key)
+                    .query_async(&mut c)
+                    .await
+            })
             .await?;
         let mut o = Overrides::default();
+        for (route, value) in ramps {
+            if let Ok(v) = serde_json::from_str::<RampOverride>(&value) {
+                o.ramps.insert(route, v);
+            }
+        }
         for (route, value) in fields {
             match serde_json::from_str::<RouteOverride>(&value) {
                 Ok(v) => {
@@ -109,10 +132,31 @@ impl RedisStore {
                 })
                 .await;
             if written.is_none() {
-                return Err(std::io::Error::other(
-                    "Redis is unreachable; the change is in force here and will be written when it returns",
+                return Err(unreachable());
+            }
+        }
+        // Ramp states: the latest write wins (one replica drives a ramp).
+        if !o.ramps.is_empty() {
+            let key = self.link.key("ramps");
+            let mut fields = Vec::with_capacity(o.ramps.len());
+            for (route, r) in &o.ramps {
+                fields.push((
+                    route,
+                    serde_json::to_string(r).map_err(std::io::Error::other)?,
                 ));
             }
+            let fields = &fields;
+            let set: Option<i64> = self
+                .link
+                .run(|mut c| async move {
+                    redis::cmd("HSET")
+                        .arg(&key)
+                        .arg(fields)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await;
+            set.ok_or_else(unreachable)?;
         }
         Ok(())
     }
