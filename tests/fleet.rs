@@ -513,7 +513,7 @@ async fn a_replica_that_starts_picks_up_the_ramp_state_from_redis() {
     assert_eq!(rsp.status(), 200);
     // The admin answer comes once the pause is in force; its write follows.
     let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
     let key = format!("{}ramps", fleet.prefix);
     eventually(
         "the paused ramp is in Redis",
