@@ -47,6 +47,7 @@ log() { echo "[bench.sh] $*" >&2; }
 need_apt=()
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v taskset >/dev/null || need_apt+=(util-linux)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

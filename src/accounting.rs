@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -33,17 +34,22 @@ impl Transport {
     }
 }
 
-/// Usage of one client key since the process started.
+/// Usage of one client key since the process started (and, in a fleet, the
+/// fleet's totals as last read from the shared store).
 #[derive(Debug, Default)]
 pub struct KeyUsage {
     requests: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
     cost_nano_usd: AtomicU64,
+    /// What has already been added to the fleet's totals, same order as
+    /// [`KeyUsage::counters`].
+    pushed: [AtomicU64; 4],
+    fleet: ArcSwapOption<KeyUsageView>,
 }
 
 /// A snapshot of [`KeyUsage`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct KeyUsageView {
     /// Requests answered.
     pub requests: u64,
@@ -56,6 +62,48 @@ pub struct KeyUsageView {
 }
 
 impl KeyUsage {
+    fn counters(&self) -> [&AtomicU64; 4] {
+        [
+            &self.requests,
+            &self.prompt_tokens,
+            &self.completion_tokens,
+            &self.cost_nano_usd,
+        ]
+    }
+
+    /// What this replica counted that the fleet's totals do not have yet
+    /// (requests, prompt tokens, completion tokens, nano-USD).
+    pub fn unpushed(&self) -> [u64; 4] {
+        let c = self.counters();
+        std::array::from_fn(|i| {
+            c[i].load(Ordering::Relaxed)
+                .saturating_sub(self.pushed[i].load(Ordering::Relaxed))
+        })
+    }
+
+    /// `delta` (from [`KeyUsage::unpushed`]) reached the fleet's totals.
+    pub fn pushed(&self, delta: [u64; 4]) {
+        for (p, d) in self.pushed.iter().zip(delta) {
+            p.fetch_add(d, Ordering::Relaxed);
+        }
+    }
+
+    /// The fleet's totals (same order as [`KeyUsage::unpushed`]), as read
+    /// back from the shared store.
+    pub fn set_fleet(&self, totals: [u64; 4]) {
+        self.fleet.store(Some(std::sync::Arc::new(KeyUsageView {
+            requests: totals[0],
+            prompt_tokens: totals[1],
+            completion_tokens: totals[2],
+            cost_usd: totals[3] as f64 / 1e9,
+        })));
+    }
+
+    /// The fleet's totals, when shared.
+    pub fn fleet_view(&self) -> Option<KeyUsageView> {
+        self.fleet.load().as_deref().cloned()
+    }
+
     /// Current values.
     pub fn view(&self) -> KeyUsageView {
         KeyUsageView {
@@ -138,6 +186,11 @@ impl Accounting {
     /// Usage of a client key.
     pub fn key_usage(&self, key: usize) -> Option<&KeyUsage> {
         self.keys.get(key)
+    }
+
+    /// Usage of every client key, by key index.
+    pub fn keys(&self) -> &[KeyUsage] {
+        &self.keys
     }
 
     /// Records metrics, cost, per-key usage and the log line; returns the

@@ -1,6 +1,9 @@
 //! Builds the process: the first snapshot (upstream clients, keys, limits),
 //! the control task, probes, alerts, and the two listeners with their tower
-//! stacks.
+//! stacks. With `redis`, the shared state is read (or declared unreachable)
+//! and the rate-limit leases filled before anything is served, then the sync
+//! task keeps them current; the reloader and its file watcher swap configs;
+//! [`Running::shutdown_gracefully`] drains (PRODUCT.md §3.8).
 //!
 //! Public stack, outermost first (extensions a layer adds, in brackets):
 //! 1. trace (a span per request, at debug level)
@@ -25,16 +28,17 @@
 //! a stuck one.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -46,18 +50,24 @@ use crate::audit::AuditLog;
 use crate::budget::RetryBudget;
 use crate::config::{Config, Secrets};
 use crate::control::alerts::Alerts;
-use crate::control::store::FileStore;
+/// Where env-var secrets are read (tests pass a map).
+pub use crate::control::reload::Env;
+use crate::control::reload::{build_base, Reloader, ReloaderParts};
+use crate::control::shared::limits::Refill;
+use crate::control::shared::windows::Tally;
+use crate::control::shared::{Link, RedisStore};
+use crate::control::simulated::Simulated;
+use crate::control::store::{FileStore, SplitStore};
 use crate::control::Control;
 use crate::error::ApiError;
 use crate::headers::{
     ATTEMPTS_HEADER, REQUEST_ID_HEADER, TURNOUT_REQUEST_ID_HEADER, UPSTREAM_HEADER,
 };
 use crate::metrics::Metrics;
-use crate::mock::{MockServer, MockSettings};
 use crate::otel::Otel;
 use crate::request::gate::GateLayer;
-use crate::routing::Base;
 pub use crate::state::AppState;
+use crate::state::Lifecycle;
 use tower::ServiceBuilder;
 
 /// A running Turnout: its addresses and the means to stop it.
@@ -68,19 +78,44 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// Shared state (tests read metrics and the table through it).
     pub state: Arc<AppState>,
-    shutdown: watch::Sender<bool>,
+    /// Stops the accept loops (they then drain what is in flight).
+    accepting: watch::Sender<bool>,
+    /// Stops the control task, probes, the Redis sync and the file watcher.
+    background: watch::Sender<bool>,
+    tasks: CancellationToken,
     servers: Vec<tokio::task::JoinHandle<()>>,
-    _mocks: Vec<MockServer>,
 }
 
 impl Running {
-    /// Stops the listeners and background tasks; open requests finish first,
-    /// then the spans still queued are exported.
+    /// Graceful shutdown (SIGTERM, PRODUCT.md §3.8): `/ready` turns 503 at
+    /// once, the listeners keep accepting for `shutdown.grace` so that load
+    /// balancers notice, then [`Running::shutdown`].
+    pub async fn shutdown_gracefully(self) {
+        let grace = self.state.live.load().cfg().shutdown.grace;
+        self.state.lifecycle.start_draining();
+        tracing::info!(grace = ?grace, "draining: /ready answers 503; still accepting during the grace");
+        tokio::time::sleep(grace).await;
+        self.shutdown().await;
+    }
+
+    /// Stops accepting; requests, streams and WebSockets in flight get up to
+    /// `shutdown.drain` to finish (sockets then close with 1001); then the
+    /// background tasks stop.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+        let drain = self.state.live.load().cfg().shutdown.drain;
+        let deadline = tokio::time::Instant::now() + drain;
+        self.state.lifecycle.close();
+        let _ = self.accepting.send(true);
         for s in self.servers {
             let _ = s.await;
         }
+        // Upgraded connections live outside the accept loops.
+        while self.state.metrics.ws_connections.get() > 0 && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let _ = self.background.send(true);
+        self.tasks.cancel();
         let state = self.state.clone();
         // The exporter's shutdown blocks until its last batch is sent.
         let _ = tokio::task::spawn_blocking(move || {
@@ -93,7 +128,25 @@ impl Running {
 
     /// Resolves when a shutdown was asked for (Ctrl-C handling lives in main).
     pub fn shutdown_sender(&self) -> watch::Sender<bool> {
-        self.shutdown.clone()
+        self.accepting.clone()
+    }
+}
+
+/// How a process is started beyond its config: the file it came from (for
+/// hot reloads) and where env-var secrets are read (again at each reload).
+pub struct StartOptions {
+    /// The config file; `None`: `POST /admin/reload` answers an error.
+    pub config_path: Option<PathBuf>,
+    /// Env var lookup.
+    pub env: Env,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            config_path: None,
+            env: Arc::new(crate::config::resolve_env),
+        }
     }
 }
 
@@ -103,6 +156,17 @@ pub async fn start(
     secrets: Secrets,
     public: TcpListener,
     admin: TcpListener,
+) -> Result<Running, String> {
+    start_with(cfg, secrets, public, admin, StartOptions::default()).await
+}
+
+/// [`start`] with a config file to reload from.
+pub async fn start_with(
+    cfg: Config,
+    secrets: Secrets,
+    public: TcpListener,
+    admin: TcpListener,
+    opts: StartOptions,
 ) -> Result<Running, String> {
     let cfg = Arc::new(cfg);
     let registry = prometheus::Registry::new();
@@ -116,19 +180,54 @@ pub async fn start(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),
     );
-    let (mocks, base_urls) = resolve_base_urls(&cfg).await?;
-    let base = Arc::new(Base::build(cfg.clone(), &secrets, &base_urls)?);
+    let sims = Simulated::default();
+    let (base_urls, _) = sims.resolve(&cfg).await?;
     let alerts = Alerts::start(&cfg.alerts, metrics.clone());
-    let store = Arc::new(FileStore::new(cfg.state_path.clone()));
-    let (control, handle, live) = Control::new(base.clone(), store, metrics.clone(), alerts);
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    tokio::spawn(control.run(shutdown_rx.clone()));
-    crate::control::health::prober::spawn_all(
-        base,
-        handle.clone(),
-        metrics.clone(),
-        shutdown_rx.clone(),
-    );
+    let redis = shared_store(&cfg, &secrets, &metrics, &alerts)?;
+    let store: Arc<dyn SplitStore> = match &redis {
+        Some(r) => r.clone(),
+        None => Arc::new(FileStore::new(cfg.state_path.clone())),
+    };
+    // The shared state is read before anything is served (`/ready`).
+    let overrides = store.load().await;
+    let base = build_base(cfg.clone(), &secrets, &base_urls, redis.is_some(), None)?;
+    let (mut control, handle, live) =
+        Control::new(Arc::new(base), overrides, store, metrics.clone(), alerts);
+    let tally = Arc::new(Tally::default());
+    if redis.is_some() {
+        control.share_windows(tally.clone());
+    }
+    let (background, background_rx) = watch::channel(false);
+    let (accepting, accepting_rx) = watch::channel(false);
+    let tasks = CancellationToken::new();
+    let accounting = Arc::new(Accounting::new(&cfg, metrics.clone()));
+    tokio::spawn(control.run(background_rx));
+    if let (Some(store), Some(r)) = (&redis, &cfg.redis) {
+        let mut refill = Refill::default();
+        refill
+            .tick(store.link(), live.load().limits(), r.sync_interval)
+            .await;
+        let sync = crate::control::shared::sync::Sync {
+            store: store.clone(),
+            live: live.clone(),
+            control: handle.clone(),
+            interval: r.sync_interval,
+            refill,
+            accounting: accounting.clone(),
+            tally,
+        };
+        tokio::spawn(crate::control::shared::sync::run(sync, tasks.clone()));
+    }
+    let reloader = Reloader::new(ReloaderParts {
+        path: opts.config_path,
+        env: opts.env,
+        sims,
+        control: handle.clone(),
+        metrics: metrics.clone(),
+        live: live.clone(),
+        fleet: redis.is_some(),
+    });
+    reloader.spawn_watch(tasks.clone());
     let otel = start_otel(&cfg, &secrets)?;
     let audit = match &cfg.audit {
         Some(a) => Some(
@@ -140,7 +239,7 @@ pub async fn start(
     let state = Arc::new(AppState {
         audit,
         live,
-        accounting: Accounting::new(&cfg, metrics.clone()),
+        accounting,
         budget: RetryBudget::new(
             cfg.failover.budget_ratio,
             cfg.failover.budget_min_per_second,
@@ -151,26 +250,39 @@ pub async fn start(
             .admin_token
             .as_ref()
             .map(|t| Sha256::digest(t.0.as_bytes()).into()),
+        reloader,
+        lifecycle: Lifecycle::default(),
         otel,
     });
     let addr = public.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+    let limits = crate::serve::Limits {
+        drain: cfg.shutdown.drain,
+        ..crate::serve::Limits::default()
+    };
     let servers = vec![
         spawn_server(
             public,
             public_router(state.clone(), &cfg),
-            shutdown_rx.clone(),
+            accepting_rx.clone(),
+            limits,
         ),
-        spawn_server(admin, crate::ops::admin::router(state.clone()), shutdown_rx),
+        spawn_server(
+            admin,
+            crate::ops::admin::router(state.clone()),
+            accepting_rx,
+            limits,
+        ),
     ];
-    tracing::info!(%addr, %admin_addr, upstreams = cfg.upstreams.len(), routes = cfg.routes.len(), "turnout serving");
+    tracing::info!(%addr, %admin_addr, upstreams = cfg.upstreams.len(), routes = cfg.routes.len(), shared = redis.is_some(), "turnout serving");
     Ok(Running {
         addr,
         admin_addr,
         state,
-        shutdown,
+        accepting,
+        background,
+        tasks,
         servers,
-        _mocks: mocks,
     })
 }
 
@@ -191,70 +303,31 @@ fn start_otel(cfg: &Config, secrets: &Secrets) -> Result<Option<Otel>, String> {
     Ok(Some(otel))
 }
 
-/// Each upstream's endpoints as `(name, address)`: its `base_url` (named
-/// after the upstream), its `endpoints`, or the address of the simulated
-/// provider started for it.
-async fn resolve_base_urls(
+/// The Redis split store when `redis` is configured.
+fn shared_store(
     cfg: &Config,
-) -> Result<(Vec<MockServer>, Vec<Vec<(String, String)>>), String> {
-    let mut mocks = Vec::new();
-    let mut urls = Vec::new();
-    for (i, u) in cfg.upstreams.iter().enumerate() {
-        let eps = match (&u.base_url, &u.endpoints, &u.simulate) {
-            (Some(b), _, _) => vec![(u.name.clone(), b.clone())],
-            (None, Some(eps), _) => eps
-                .iter()
-                .map(|e| (e.name.clone(), e.base_url.clone()))
-                .collect(),
-            (None, None, Some(sim)) => {
-                let settings = simulated(u.name.as_str(), sim);
-                let m = MockServer::start(settings)
-                    .await
-                    .map_err(|e| format!("upstreams[{i}].simulate: {e}"))?;
-                let b = m.base_url();
-                tracing::info!(upstream = %u.name, base_url = %b, "simulated upstream started");
-                mocks.push(m);
-                vec![(u.name.clone(), b)]
-            }
-            (None, None, None) => return Err(format!("upstreams[{i}].base_url: missing")),
-        };
-        urls.push(eps);
-    }
-    Ok((mocks, urls))
-}
-
-fn simulated(name: &str, s: &crate::config::SimulateConfig) -> MockSettings {
-    let mut m = MockSettings {
-        name: name.to_owned(),
-        ..MockSettings::default()
+    secrets: &Secrets,
+    metrics: &Metrics,
+    alerts: &Alerts,
+) -> Result<Option<Arc<RedisStore>>, String> {
+    let Some(r) = &cfg.redis else {
+        return Ok(None);
     };
-    if let Some(v) = s.latency {
-        m.latency = v;
-    }
-    if let Some(v) = s.ttft {
-        m.ttft = v;
-    }
-    if let Some(v) = s.chunks {
-        m.chunks = v;
-    }
-    if let Some(v) = s.chunk_delay {
-        m.chunk_delay = v;
-    }
-    if let Some(v) = s.fail_rate {
-        m.fail_rate = v;
-    }
-    if let Some(v) = &s.models {
-        m.models = v.clone();
-    }
-    m
+    let url = secrets
+        .redis_url
+        .as_ref()
+        .ok_or_else(|| format!("redis.url_env: env var {} is not set", r.url_env))?;
+    let link = Link::new(r, url, metrics.clone(), alerts.clone())?;
+    Ok(Some(Arc::new(RedisStore::new(Arc::new(link)))))
 }
 
 fn spawn_server(
     listener: TcpListener,
     router: Router,
     shutdown: watch::Receiver<bool>,
+    limits: crate::serve::Limits,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(crate::serve::serve(listener, router, shutdown))
+    tokio::spawn(crate::serve::serve_with(listener, router, shutdown, limits))
 }
 
 /// Request ids: 16 random hex digits.
@@ -282,7 +355,8 @@ pub fn public_router(state: Arc<AppState>, cfg: &Config) -> Router {
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
-        .route("/ready", get(ready))
+        .route("/ready", get(crate::ops::health::ready))
+        .route("/health/upstreams", get(crate::ops::health::upstreams))
         // Other methods on Turnout's own `/v1/` paths pass through too.
         .route(
             "/v1/models",
@@ -327,18 +401,5 @@ pub fn public_router(state: Arc<AppState>, cfg: &Config) -> Router {
                 TURNOUT_REQUEST_ID_HEADER.clone(),
             ]);
         ws.fallback_service(outer.layer(cors).layer(gate).service(routes))
-    }
-}
-
-async fn ready(State(app): State<Arc<AppState>>) -> Response {
-    if app.live.load().table.any_usable() {
-        axum::Json(serde_json::json!({"status": "ready"})).into_response()
-    } else {
-        let mut r = axum::Json(
-            serde_json::json!({"status": "unavailable", "reason": "no upstream is usable"}),
-        )
-        .into_response();
-        *r.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
-        r
     }
 }

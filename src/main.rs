@@ -246,7 +246,11 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let running = match turnout::app::start(cfg, secrets, public, admin).await {
+    let opts = turnout::app::StartOptions {
+        config_path: Some(path),
+        env: std::sync::Arc::new(resolve_env),
+    };
+    let running = match turnout::app::start_with(cfg, secrets, public, admin, opts).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -257,9 +261,9 @@ async fn serve(path: PathBuf) -> ExitCode {
         "turnout listening on http://{} (admin on http://{})",
         running.addr, running.admin_addr
     );
-    shutdown_signal().await;
+    wait_for_signals(&running).await;
     tracing::info!("shutting down");
-    running.shutdown().await;
+    running.shutdown_gracefully().await;
     ExitCode::SUCCESS
 }
 
@@ -282,6 +286,30 @@ async fn bench(path: PathBuf, args: turnout::bench::BenchArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Reloads the config on SIGHUP; returns on SIGTERM or SIGINT.
+async fn wait_for_signals(running: &turnout::app::Running) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let stop = shutdown_signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    () = &mut stop => return,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the config");
+                        // The outcome is logged and counted by the reloader.
+                        let _ = running.state.reloader.reload().await;
+                    }
+                }
+            }
+        }
+    }
+    let _ = running;
+    shutdown_signal().await;
 }
 
 async fn shutdown_signal() {

@@ -97,6 +97,11 @@ pub struct Metrics {
     pub start_time: Gauge,
     /// Always 1; carries the version.
     pub build_info: IntGaugeVec,
+    /// `turnout_config_reloads_total{result}`: `ok` or `error`.
+    pub config_reloads: IntCounterVec,
+    /// `turnout_shared_state_up`: registered only when Redis is configured
+    /// ([`Metrics::expose_shared_state`]), so it is absent without Redis.
+    pub shared_state_up: IntGauge,
 }
 
 macro_rules! reg {
@@ -226,7 +231,18 @@ impl Metrics {
             build_info: reg!(registry, IntGaugeVec::new(
                 Opts::new("turnout_build_info", "Always 1; labelled with the version."),
                 &["version"])),
+            config_reloads: reg!(registry, IntCounterVec::new(
+                Opts::new("turnout_config_reloads_total", "Config reloads by result (ok, error)."),
+                &["result"])),
+            shared_state_up: IntGauge::new(
+                "turnout_shared_state_up", "1 while the shared store (Redis) is reachable.")?,
         })
+    }
+
+    /// Registers `turnout_shared_state_up` (a fleet with Redis only).
+    pub fn expose_shared_state(&self) -> prometheus::Result<()> {
+        self.registry
+            .register(Box::new(self.shared_state_up.clone()))
     }
 
     /// Prometheus text exposition of the whole registry.

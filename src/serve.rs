@@ -37,12 +37,7 @@ impl Default for Limits {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: watch::Receiver<bool>) {
-    serve_with(listener, router, shutdown, Limits::default()).await
-}
-
-/// [`serve`] with explicit limits.
+/// Serves `router` on `listener` until `shutdown` turns true, within `limits`.
 pub async fn serve_with(
     listener: TcpListener,
     router: Router,

@@ -3,9 +3,14 @@
 //! process-wide retry budget. The request path and the operator endpoints
 //! import this; it imports only what sits below them.
 
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
 use crate::accounting::Accounting;
 use crate::audit::AuditLog;
 use crate::budget::RetryBudget;
+use crate::control::reload::Reloader;
 use crate::control::ControlHandle;
 use crate::metrics::Metrics;
 use crate::otel::Otel;
@@ -17,8 +22,9 @@ pub struct AppState {
     pub live: Live,
     /// Metric families.
     pub metrics: Metrics,
-    /// Metrics, cost and per-key usage of finished requests.
-    pub accounting: Accounting,
+    /// Metrics, cost and per-key usage of finished requests (shared with
+    /// the fleet's usage sync).
+    pub accounting: Arc<Accounting>,
     /// The control task (outcomes, split changes).
     pub control: ControlHandle,
     /// Retries allowed across all requests of this process (not per config:
@@ -31,4 +37,39 @@ pub struct AppState {
     /// The span exporter; `None` = tracing off (the request path then makes
     /// no span at all).
     pub otel: Option<Otel>,
+    /// Re-reads the config file (`POST /admin/reload`, SIGHUP, the watcher).
+    pub reloader: Reloader,
+    /// Serving, draining or closing (graceful shutdown, PRODUCT.md §3.8).
+    pub lifecycle: Lifecycle,
+}
+
+/// Where the process is in a graceful shutdown. `/ready` reads it; WebSocket
+/// connections wait on [`Lifecycle::closing`] to close with 1001.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    draining: CancellationToken,
+    closing: CancellationToken,
+}
+
+impl Lifecycle {
+    /// True from SIGTERM on: `/ready` answers 503 so load balancers move away.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    /// SIGTERM received: readiness off, listeners still accepting.
+    pub fn start_draining(&self) {
+        self.draining.cancel();
+    }
+
+    /// The grace is over: listeners stop accepting, sockets wind down.
+    pub fn close(&self) {
+        self.draining.cancel();
+        self.closing.cancel();
+    }
+
+    /// Resolves once [`Lifecycle::close`] was called.
+    pub async fn closing(&self) {
+        self.closing.cancelled().await
+    }
 }

@@ -221,6 +221,17 @@ async fn total_outage_gives_openai_errors_without_multiplying_load() {
             .any(|u| u["state"] == "ejected"),
         "{status}"
     );
+    // PRODUCT.md §3.3: the upstream view says so; readiness does not
+    // depend on upstream health (the replica stays in the load balancer).
+    assert_eq!(
+        h.http
+            .get(format!("{}/health/upstreams", h.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
     assert_eq!(
         h.http
             .get(format!("{}/ready", h.url))
@@ -228,7 +239,7 @@ async fn total_outage_gives_openai_errors_without_multiplying_load() {
             .await
             .unwrap()
             .status(),
-        503
+        200
     );
 }
 

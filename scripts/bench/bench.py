@@ -36,6 +36,7 @@ PORTS = {
     "litellm": 18120,
     "turnout": 18130,
     "turnout-admin": 18131,
+    "redis": 18140,
 }
 # Scenarios: which simulated provider serves them and how it behaves.
 MOCKS = {
@@ -354,13 +355,47 @@ class Turnout(Target):
                 upstreams="\n".join(ups), routes="\n".join(routes), extra=self.extra(d)))
         env = dict(os.environ)
         env.pop("RUST_LOG", None)
+        env.update(self.extra_env())
         self.proc = start([self.binary(), "serve", "--config", conf], self.ctx.proxy_core,
                           os.path.join(d, "turnout.log"), env=env)
         wait_port(PORTS["turnout"], proc=self.proc)
 
+    def extra_env(self):
+        return {}
 
     def address(self, base):
         return f"base_url: \"{base}\""
+
+
+class TurnoutRedis(Turnout):
+    """The same Turnout build and config with `redis` configured (shared
+    shares, rate-limit leases, the 100 ms sync), against a `redis-server`
+    started for it on its own port and in its own session: its CPU is not the
+    target's. Compared with `turnout` in the same run (CPU per request with
+    Redis configured within 10 % of without, PRODUCT.md §3.8)."""
+
+    name = "turnout-redis"
+
+    def extra(self, d):
+        return 'redis: { url_env: TURNOUT_BENCH_REDIS_URL, key_prefix: "bench:" }\n'
+
+    def extra_env(self):
+        return {"TURNOUT_BENCH_REDIS_URL": f"redis://127.0.0.1:{PORTS['redis']}/0"}
+
+    def start(self):
+        d = os.path.join(self.ctx.out, self.name)
+        os.makedirs(d, exist_ok=True)
+        self.redis = start(["redis-server", "--bind", "127.0.0.1", "--port", str(PORTS["redis"]),
+                            "--save", "", "--appendonly", "no", "--dir", d],
+                           self.ctx.load_core, os.path.join(d, "redis.log"))
+        wait_port(PORTS["redis"], proc=self.redis)
+        super().start()
+
+    def stop(self):
+        super().stop()
+        if getattr(self, "redis", None) is not None:
+            stop(self.redis)
+            self.redis = None
 
 
 class Endpoints(Turnout):
@@ -673,6 +708,8 @@ def checks(summary):
         lambda v: v >= 0.8)
     add("CPU/request ≤ 1.5× nginx", ratio(m("cpu_us", "turnout"), m("cpu_us", "nginx")), 1.5,
         lambda v: v <= 1.5)
+    add("CPU/request with Redis ≤ 1.1× without (same run)",
+        ratio(m("cpu_us", "turnout-redis"), m("cpu_us", "turnout")), 1.1, lambda v: v <= 1.1)
     for k in ("add_p50_1000", "add_p99_1000"):
         tv, nv = m(k, "turnout"), m(k, "nginx")
         # Added latency below the noise floor (≤ 0.05 ms) counts as meeting the bar.
@@ -810,13 +847,13 @@ def main():
     ap.add_argument("--baseline", help="an older turnout executable, measured as the target "
                     "'baseline' exactly like 'turnout' (omit to skip)")
     ap.add_argument("--targets", help="comma-separated, default direct,nginx,litellm,turnout,"
-                    "endpoints,progressive (and baseline with --baseline); endpoints = turnout "
+                    "endpoints,turnout-redis,progressive (and baseline with --baseline); endpoints = turnout "
                     "with two `endpoints` per upstream instead of one base_url")
     ap.add_argument("--soak", type=float, default=0, help="minutes of soak (Turnout only)")
     ap.add_argument("--command", default=" ".join(sys.argv))
     ctx = ap.parse_args()
     if ctx.targets is None:
-        ctx.targets = ("direct,nginx,litellm,turnout,endpoints,progressive"
+        ctx.targets = ("direct,nginx,litellm,turnout,endpoints,turnout-redis,progressive"
                        + (",baseline" if ctx.baseline else ""))
 
     ctx.sat_seconds = 3 if ctx.quick else 6
@@ -876,7 +913,8 @@ def main():
         return
 
     classes = {"direct": Direct, "nginx": Nginx, "litellm": LiteLLM, "turnout": Turnout,
-               "endpoints": Endpoints, "baseline": Baseline, "progressive": Progressive}
+               "endpoints": Endpoints, "turnout-redis": TurnoutRedis, "baseline": Baseline,
+               "progressive": Progressive}
     targets = [t for t in ctx.targets.split(",") if t in classes]
     if "litellm" in targets and not ctx.litellm:
         log("LiteLLM not available: skipped")
@@ -884,6 +922,9 @@ def main():
     if "baseline" in targets and not ctx.baseline:
         log("no --baseline binary: baseline skipped")
         targets.remove("baseline")
+    if "turnout-redis" in targets and shutil.which("redis-server") is None:
+        log("redis-server not installed: turnout-redis skipped")
+        targets.remove("turnout-redis")
     rounds = []
     for i in range(ctx.rounds):
         log(f"round {i + 1} of {ctx.rounds}")

@@ -130,6 +130,27 @@ pub fn slow_start() -> Duration {
 pub fn hedge_max() -> u32 {
     1
 }
+pub fn redis_url_env() -> String {
+    "TURNOUT_REDIS_URL".into()
+}
+pub fn redis_key_prefix() -> String {
+    "turnout:".into()
+}
+pub fn redis_sync_interval() -> Duration {
+    Duration::from_millis(100)
+}
+pub fn redis_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+pub fn reload_interval() -> Duration {
+    Duration::from_secs(2)
+}
+pub fn shutdown_grace() -> Duration {
+    Duration::from_secs(5)
+}
+pub fn shutdown_drain() -> Duration {
+    Duration::from_secs(30)
+}
 pub fn otel_endpoint_env() -> String {
     "OTEL_EXPORTER_OTLP_ENDPOINT".into()
 }

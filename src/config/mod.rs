@@ -12,6 +12,7 @@ use serde::Deserialize;
 mod admin;
 mod defaults;
 mod durations;
+mod fleet;
 mod policy;
 mod route;
 mod secrets;
@@ -20,6 +21,7 @@ mod validate;
 
 pub use admin::{AdminConfig, AuthConfig, ClientKeyConfig};
 pub use durations::{byte_size, duration, duration_opt};
+pub use fleet::{RedisConfig, ReloadConfig, ShutdownConfig};
 pub use policy::{
     AlertsConfig, AuditConfig, FailoverConfig, LogConfig, LogFormat, OtelConfig, OutlierConfig,
     WebSocketConfig,
@@ -98,6 +100,14 @@ pub struct Config {
     /// Browser origins allowed by CORS on the public listener. Default none (CORS off).
     #[serde(default)]
     pub cors_allow_origins: Vec<String>,
+    /// Shared state for a fleet of replicas. Default none (one process).
+    pub redis: Option<RedisConfig>,
+    /// Hot reload of this file.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    /// Graceful shutdown.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
     /// Request tracing (OpenTelemetry). Default none (off).
     #[serde(default)]
     pub otel: Option<OtelConfig>,
@@ -106,7 +116,9 @@ pub struct Config {
 impl Config {
     /// Parses YAML text and validates it; errors name the key and line.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: Config = serde_yaml::from_str(text).map_err(|e| err(describe_yaml_error(&e)))?;
+        let de = serde_yaml::Deserializer::from_str(text);
+        let cfg: Config =
+            serde_path_to_error::deserialize(de).map_err(|e| err(describe_path_error(&e)))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -131,11 +143,30 @@ impl Config {
                 out.push((format!("upstreams[{i}].api_key_env"), v.clone()));
             }
         }
+        if let Some(r) = &self.redis {
+            out.push(("redis.url_env".to_string(), r.url_env.clone()));
+        }
         if let Some(o) = &self.otel {
             out.push(("otel.endpoint_env".to_string(), o.endpoint_env.clone()));
         }
         out
     }
+}
+
+/// Names the full key (`upstreams[0].health.interval`), which serde_yaml
+/// alone stops one level short of for a value its own deserializer rejects.
+fn describe_path_error(e: &serde_path_to_error::Error<serde_yaml::Error>) -> String {
+    let msg = describe_yaml_error(e.inner());
+    let path = e.path().to_string();
+    if path.is_empty() || path == "." {
+        return msg;
+    }
+    // serde_yaml prefixes the part of the path it knows ("upstreams[0].health: ...").
+    let rest = match msg.split_once(": ") {
+        Some((prefix, rest)) if path.starts_with(prefix) => rest,
+        _ => msg.as_str(),
+    };
+    format!("{path}: {rest}")
 }
 
 /// Turns serde_yaml's message into "KEY: problem (line L, column C)".

@@ -149,7 +149,7 @@ pub struct ShadowConfig {
 }
 
 /// When the target misbehaves, the share goes back to 0 by itself.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AutoRollbackConfig {
     /// Default true.

@@ -32,6 +32,8 @@ pub struct Secrets {
     pub client_keys: Vec<Secret>,
     /// Upstream keys, in `upstreams` order; `None` where no `api_key_env` is set.
     pub upstream_keys: Vec<Option<Secret>>,
+    /// The Redis URL (it may carry a password); `None` without `redis`.
+    pub redis_url: Option<Secret>,
     /// OTLP endpoint (`otel.endpoint_env`); `None` = tracing off. Treated as
     /// a secret: a collector URL may carry credentials.
     pub otel_endpoint: Option<Secret>,
@@ -65,6 +67,14 @@ impl Secrets {
             };
             upstream_keys.push(key);
         }
+        let redis_url = match &cfg.redis {
+            Some(r) => {
+                Some(Secret(env(&r.url_env).ok_or_else(|| {
+                    missing("redis.url_env".into(), &r.url_env)
+                })?))
+            }
+            None => None,
+        };
         let admin_token = env(&cfg.admin.token_env).map(Secret);
         if admin_token.is_none() && !cfg.admin.listen.ip().is_loopback() {
             return Err(err(format!(
@@ -81,6 +91,7 @@ impl Secrets {
             admin_token,
             client_keys,
             upstream_keys,
+            redis_url,
             otel_endpoint,
         })
     }

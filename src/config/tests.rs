@@ -86,6 +86,41 @@ fn secrets_name_the_variable_never_the_value() {
 }
 
 #[test]
+fn a_bad_duration_names_its_key() {
+    let e = Config::from_yaml(&MIN.replace(
+        "'http://127.0.0.1:1/v1'",
+        "'http://127.0.0.1:1/v1', health: {interval: 5x}",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("upstreams[0].health.interval"), "{e}");
+    assert!(e.contains("invalid duration") && e.contains("line"), "{e}");
+}
+
+#[test]
+fn fleet_sections_get_defaults() {
+    let c = Config::from_yaml(&format!("redis: {{}}\nreload: {{watch: true}}\n{MIN}")).unwrap();
+    let r = c.redis.as_ref().unwrap();
+    assert_eq!(
+        (r.url_env.as_str(), r.key_prefix.as_str()),
+        ("TURNOUT_REDIS_URL", "turnout:")
+    );
+    assert!(c.reload.watch);
+    assert_eq!(c.reload.interval, Duration::from_secs(2));
+    assert_eq!(c.shutdown.grace, Duration::from_secs(5));
+    assert_eq!(c.shutdown.drain, Duration::from_secs(30));
+    assert!(c
+        .env_vars()
+        .iter()
+        .any(|(k, v)| k == "redis.url_env" && v == "TURNOUT_REDIS_URL"));
+    let e = Secrets::resolve(&c, &|_| None).unwrap_err().to_string();
+    assert!(
+        e.contains("redis.url_env") && e.contains("TURNOUT_REDIS_URL"),
+        "{e}"
+    );
+}
+
+#[test]
 fn otel_is_off_by_default_and_resolved_from_its_env_var() {
     let c = Config::from_yaml(MIN).unwrap();
     assert!(c.otel.is_none());

@@ -82,7 +82,7 @@ pub struct PriceConfig {
 }
 
 /// Settings of a built-in simulated upstream (see `turnout mock --help`).
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SimulateConfig {
     /// Delay before response headers. Default 0.

@@ -3,11 +3,15 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use serde::Serialize;
 use tokio::sync::oneshot;
 
+use super::overrides::Overrides;
 use super::shadow::ShadowPair;
 use crate::outcome::Outcome;
-use crate::routing::{RouteId, SplitView, UpstreamId};
+use crate::routing::{Base, RouteId, SplitView, UpstreamId};
 
 /// Who changed a split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,15 +68,27 @@ pub struct SplitChange {
     pub view: SplitView,
     /// Whether the change reached the split store (it is in force either way).
     pub persisted: bool,
+    /// Whether that store is shared by the fleet (Redis).
+    pub shared_store: bool,
+}
+
+/// What a reload changed, as the control task saw it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadReport {
+    /// Upstreams whose probe (re)started: new, or settings, address or key changed.
+    pub probes_restarted: Vec<String>,
+    /// Routes whose runtime share was dropped because their split target changed.
+    pub splits_reset: Vec<String>,
 }
 
 /// Something the control task must take into account.
 #[derive(Debug)]
 pub enum Event {
-    /// An active probe finished.
+    /// An active probe finished (`probe` names the loop; a loop stopped by
+    /// a reload is ignored).
     Probe {
-        upstream: UpstreamId,
-        /// Which of its endpoints (0 for a plain `base_url`).
+        probe: u64,
+        /// Which of its upstream's endpoints (0 for a plain `base_url`).
         endpoint: usize,
         ok: bool,
         latency: Duration,
@@ -117,5 +133,19 @@ pub enum Event {
         percentage: f64,
         trigger: Trigger,
         reply: oneshot::Sender<Option<SplitChange>>,
+    },
+    /// A reloaded config: swap it in and republish.
+    Reload {
+        base: Arc<Base>,
+        reply: oneshot::Sender<ReloadReport>,
+    },
+    /// The fleet's shares as last read from the shared store.
+    Shared(Overrides),
+    /// A route's automatic-rollback window across the fleet: per second,
+    /// the target's requests and failures (`None`: Redis unreachable, judge
+    /// this replica's own window).
+    FleetWindow {
+        route: String,
+        buckets: Option<Vec<(u64, u64, u64)>>,
     },
 }

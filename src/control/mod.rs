@@ -7,18 +7,28 @@
 //! changes are persisted by the [`store`] writer, off this loop; [`alerts`]
 //! go out from their own queue. No request ever waits on it: outcomes are
 //! sent with `try_send`.
+//!
+//! A fleet shares its shares through Redis ([`shared`]: the store, and a sync
+//! task that brings the other replicas' changes in as [`Event::Shared`]). A
+//! hot reload ([`reload`]) builds a new base and hands it over as
+//! [`Event::Reload`] ([`swap`]).
 
 pub mod alerts;
 pub mod events;
 pub mod gates;
 pub mod health;
+pub mod overrides;
 mod progressive;
 mod publish;
 pub mod ramp;
+pub mod reload;
 pub mod rollback;
 pub mod shadow;
+pub mod shared;
+pub mod simulated;
 mod splits;
 pub mod store;
+mod swap;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,13 +36,15 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-pub use events::{Event, SplitChange, Trigger};
+pub use events::{Event, ReloadReport, SplitChange, Trigger};
 pub use ramp::RampAction;
 
 use alerts::Alerts;
+use health::prober::Probes;
 use health::{EndpointsHealth, Verdict};
+use shared::windows::Tally;
 use splits::Splits;
-use store::{SplitStore, StoreWriter};
+use store::{Overrides, SplitStore, StoreWriter};
 
 use crate::metrics::Metrics;
 use crate::routing::{Base, HealthState, Live, RouteId, UpstreamId};
@@ -76,6 +88,13 @@ impl ControlHandle {
         rx.await.ok().flatten()
     }
 
+    /// Swaps in a reloaded config; answers once the new snapshot is published.
+    pub async fn reload(&self, base: Arc<Base>) -> Option<ReloadReport> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Reload { base, reply }).await;
+        rx.await.ok()
+    }
+
     /// Starts, pauses or resumes a route's ramp; answers once the change
     /// is published, or with why it does not apply.
     pub async fn ramp(&self, route: RouteId, action: RampAction) -> Result<(), String> {
@@ -102,21 +121,28 @@ pub struct Control {
     metrics: Metrics,
     alerts: Alerts,
     rx: mpsc::Receiver<Event>,
+    /// Its own handle, for the probe loops it starts.
+    me: ControlHandle,
+    probes: Probes,
+    /// A fleet: the target outcomes the sync task adds to the fleet's window.
+    tally: Option<Arc<Tally>>,
     wall_offset: (Instant, SystemTime),
 }
 
 impl Control {
-    /// Loads persisted shares from `store`, then builds and publishes the
-    /// first snapshot of `base`.
+    /// Applies the shares read from `store` (`overrides`), then builds and
+    /// publishes the first snapshot of `base`. Probes start with [`Control::run`].
     pub fn new(
         base: Arc<Base>,
+        overrides: Overrides,
         store: Arc<dyn SplitStore>,
         metrics: Metrics,
         alerts: Alerts,
     ) -> (Self, ControlHandle, Live) {
         let now = Instant::now();
-        let splits = Splits::new(&base, store.load(), now);
+        let splits = Splits::new(&base, overrides, now);
         let (tx, rx) = mpsc::channel(QUEUE);
+        let me = ControlHandle { tx };
         let live = Live::new(crate::routing::Snapshot::new(
             base.clone(),
             base.initial_table(),
@@ -137,6 +163,9 @@ impl Control {
             metrics,
             alerts,
             rx,
+            me: me.clone(),
+            probes: Probes::default(),
+            tally: None,
             wall_offset: (now, SystemTime::now()),
             live: live.clone(),
             base,
@@ -144,11 +173,19 @@ impl Control {
         c.autostart_ramps();
         c.init_metrics();
         c.publish();
-        (c, ControlHandle { tx }, live)
+        (c, me, live)
     }
 
-    /// Runs until shutdown.
+    /// A fleet: automatic rollbacks are judged on the fleet's outcomes,
+    /// which this replica contributes to through `tally`.
+    pub fn share_windows(&mut self, tally: Arc<Tally>) {
+        self.tally = Some(tally);
+        self.splits.judge_on_fleet();
+    }
+
+    /// Starts the probes, then runs until shutdown (the probes stop with it).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.probes.update(&self.base, &self.me, &self.metrics);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let changed = tokio::select! {
@@ -190,14 +227,18 @@ impl Control {
         let now = Instant::now();
         match ev {
             Event::Probe {
-                upstream,
+                probe,
                 endpoint,
                 ok,
                 latency,
                 models,
             } => {
+                // A loop stopped by a reload, or not this endpoint's loop.
+                let Some((upstream, probed)) = self.probes.target_of(probe) else {
+                    return false;
+                };
                 let i = upstream.index();
-                if endpoint >= self.health[i].each.len() {
+                if probed != endpoint || endpoint >= self.health[i].each.len() {
                     return false;
                 }
                 let before = self.health[i].state();
@@ -256,6 +297,13 @@ impl Control {
                 self.set_share(route, percentage, trigger, None, Some(reply));
                 false
             }
+            Event::Reload { base, reply } => {
+                let report = self.swap(base);
+                let _ = reply.send(report);
+                false
+            }
+            Event::Shared(remote) => self.apply_shared(&remote),
+            Event::FleetWindow { route, buckets } => self.apply_fleet_window(&route, buckets),
         }
     }
 

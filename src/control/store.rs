@@ -2,8 +2,9 @@
 //! API or an automatic rollback, and ramp states) are kept so they survive a
 //! restart.
 //!
-//! [`SplitStore`] is the seam a shared store (Redis, for a fleet) plugs into;
-//! [`FileStore`] is the one-process store: `state_path`, written atomically
+//! [`SplitStore`] is the seam a shared store plugs into (Redis, for a fleet:
+//! [`super::shared::RedisStore`]); [`FileStore`] is the one-process store:
+//! `state_path`, written atomically
 //! (temp file + rename). A corrupt or unreadable file is never fatal and never
 //! silently lost: Turnout starts on the config values, logs an error, and
 //! keeps a copy of the bad file beside it.
@@ -12,25 +13,29 @@
 //! overrides to a task of its own, which writes them (coalescing changes that
 //! arrive while a write is under way) and then answers whoever waits.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
+use futures_util::future::BoxFuture;
 use tokio::sync::{oneshot, Notify};
 
 use super::events::SplitChange;
+pub use super::overrides::{Overrides, RampOverride, RouteOverride};
 use crate::routing::SplitView;
 
 /// Where split overrides live.
 pub trait SplitStore: Send + Sync + 'static {
     /// The overrides persisted so far (at start). Never fails: an unreadable
     /// store means the config's values, and says so in the log.
-    fn load(&self) -> Overrides;
+    fn load(&self) -> BoxFuture<'_, Overrides>;
     /// Persists the whole set of overrides. Called off the control loop.
-    fn save(&self, overrides: &Overrides) -> std::io::Result<()>;
+    fn save(&self, overrides: Overrides) -> BoxFuture<'_, std::io::Result<()>>;
     /// Where it writes, for log lines.
     fn describe(&self) -> String;
+    /// Whether other replicas read it (the admin answer's `shared`).
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// `state_path`: one JSON file.
@@ -46,12 +51,22 @@ impl FileStore {
 }
 
 impl SplitStore for FileStore {
-    fn load(&self) -> Overrides {
-        Overrides::load(&self.path)
+    fn load(&self) -> BoxFuture<'_, Overrides> {
+        let path = self.path.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || Overrides::load(&path))
+                .await
+                .unwrap_or_default()
+        })
     }
 
-    fn save(&self, overrides: &Overrides) -> std::io::Result<()> {
-        overrides.save(&self.path)
+    fn save(&self, overrides: Overrides) -> BoxFuture<'_, std::io::Result<()>> {
+        let path = self.path.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || overrides.save(&path))
+                .await
+                .map_err(std::io::Error::other)?
+        })
     }
 
     fn describe(&self) -> String {
@@ -116,113 +131,21 @@ async fn write_loop(store: Arc<dyn SplitStore>, pending: Arc<Mutex<Pending>>, wa
             wake.notified().await;
             continue;
         };
-        let st = store.clone();
-        let written = tokio::task::spawn_blocking(move || st.save(&overrides)).await;
-        let persisted = match written {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::error!(store = %store.describe(), "cannot persist split override: {e}");
-                false
-            }
+        let persisted = match store.save(overrides).await {
+            Ok(()) => true,
             Err(e) => {
-                tracing::error!(store = %store.describe(), "split store writer failed: {e}");
+                tracing::error!(store = %store.describe(), "cannot persist split override: {e}");
                 false
             }
         };
         for (reply, view) in waiters {
-            let _ = reply.send(Some(SplitChange { view, persisted }));
+            let _ = reply.send(Some(SplitChange {
+                view,
+                persisted,
+                shared_store: store.shared(),
+            }));
         }
     }
-}
-
-/// The file's content.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Overrides {
-    /// Route name → its overridden split.
-    #[serde(default)]
-    pub routes: BTreeMap<String, RouteOverride>,
-    /// Route name → its ramp's state (PRODUCT.md §3.9).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub ramps: BTreeMap<String, RampOverride>,
-}
-
-/// One route's ramp, as it must survive a restart.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RampOverride {
-    /// `idle`, `running`, `paused`, `done` or `rolled_back`.
-    pub state: String,
-    /// Index of the current step.
-    #[serde(default)]
-    pub step: Option<usize>,
-    /// RFC 3339 time the next step is due (running).
-    #[serde(default)]
-    pub next_at: Option<String>,
-    /// Bake left at the current step, ms (paused).
-    #[serde(default)]
-    pub remaining_ms: Option<u64>,
-}
-
-/// One route's override.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RouteOverride {
-    /// Effective share, percent.
-    pub percentage: f64,
-    /// `manual`, `auto`, `set` or `ramp`.
-    #[serde(default)]
-    pub trigger: String,
-    /// RFC 3339 time of the change.
-    #[serde(default)]
-    pub updated_at: String,
-}
-
-impl Overrides {
-    /// Reads the file; absent = empty. On a bad file: error log, a `.corrupt` copy, empty overrides.
-    pub fn load(path: &Path) -> Self {
-        let text = match std::fs::read(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::default(),
-            Err(e) => {
-                tracing::error!(path = %path.display(), "cannot read state file ({e}); starting on the config's split values");
-                return Self::default();
-            }
-        };
-        match serde_json::from_slice(&text) {
-            Ok(o) => o,
-            Err(e) => {
-                let backup = corrupt_copy_path(path);
-                let kept = std::fs::write(&backup, &text).is_ok();
-                tracing::error!(
-                    path = %path.display(),
-                    backup = %backup.display(),
-                    kept,
-                    "state file is corrupt ({e}); starting on the config's split values"
-                );
-                Self::default()
-            }
-        }
-    }
-
-    /// Writes atomically: a temp file in the same directory, fsync, rename.
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let body = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
-    }
-}
-
-fn corrupt_copy_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".corrupt");
-    path.with_file_name(name)
 }
 
 #[cfg(test)]
@@ -238,16 +161,19 @@ mod tests {
     }
 
     impl SplitStore for Fake {
-        fn load(&self) -> Overrides {
-            Overrides::default()
+        fn load(&self) -> BoxFuture<'_, Overrides> {
+            Box::pin(async { Overrides::default() })
         }
-        fn save(&self, _: &Overrides) -> std::io::Result<()> {
+        fn save(&self, _: Overrides) -> BoxFuture<'_, std::io::Result<()>> {
             self.writes.fetch_add(1, Ordering::SeqCst);
-            if self.fail {
-                Err(std::io::Error::other("disk full"))
-            } else {
-                Ok(())
-            }
+            let fail = self.fail;
+            Box::pin(async move {
+                if fail {
+                    Err(std::io::Error::other("disk full"))
+                } else {
+                    Ok(())
+                }
+            })
         }
         fn describe(&self) -> String {
             "fake".into()
@@ -302,6 +228,8 @@ mod tests {
                 percentage: 12.5,
                 trigger: "set".into(),
                 updated_at: String::new(),
+                target: Some("b".into()),
+                ts: 1,
             },
         );
         o.save(&p).unwrap();

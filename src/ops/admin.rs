@@ -32,6 +32,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/admin/traffic", get(traffic))
         .route("/admin/routes/{route}/split", put(set_split))
         .route("/admin/routes/{route}/rollback", post(rollback))
+        .route("/admin/reload", post(reload))
         .route("/admin/routes/{route}/ramp", post(ramp))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -259,6 +260,10 @@ async fn change(app: &AppState, route: &str, pct: f64, trigger: Trigger) -> Resp
             v["previous_percentage"] = json!(before);
             // In force either way; `false` means it will not survive a restart.
             v["persisted"] = json!(change.persisted);
+            if change.shared_store {
+                // `false`: Redis is unreachable; in force here, written when it returns.
+                v["shared"] = json!(change.persisted);
+            }
             axum::Json(v).into_response()
         }
         None => ApiError::internal("The control task is not running.").into_response(),
@@ -286,6 +291,21 @@ async fn set_split(
 
 async fn rollback(State(app): State<Arc<AppState>>, Path(route): Path<String>) -> Response {
     change(&app, &route, 0.0, Trigger::Manual).await
+}
+
+/// `POST /admin/reload`: 200 with a summary, or 400 naming the bad key (the
+/// running config stays).
+async fn reload(State(app): State<Arc<AppState>>) -> Response {
+    match app.reloader.reload().await {
+        Ok(summary) => axum::Json(summary).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_config",
+            format!("Config not reloaded (the running config stays): {e}"),
+        )
+        .into_response(),
+    }
 }
 
 /// `POST /admin/routes/{route}/ramp` with `{"action": "start" | "pause" |

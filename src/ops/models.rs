@@ -65,12 +65,17 @@ pub async fn account(State(app): State<Arc<AppState>>, req: Request) -> Response
         .as_ref()
         .and_then(|a| a.keys.get(id.index))
         .and_then(|k| k.rpm);
-    let usage = app.accounting.key_usage(id.index).map(|u| u.view());
+    let key = app.accounting.key_usage(id.index);
+    // A fleet shows the fleet's totals (kept in Redis), else this process's.
+    let (usage, since) = match key.and_then(|u| u.fleet_view()) {
+        Some(fleet) => (Some(fleet), "fleet (shared state)"),
+        None => (key.map(|u| u.view()), "process start"),
+    };
     axum::Json(json!({
         "name": &*id.name,
         "limits": {"rpm": rpm},
         "usage": usage,
-        "since": "process start",
+        "since": since,
     }))
     .into_response()
 }

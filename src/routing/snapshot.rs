@@ -78,6 +78,20 @@ pub struct Base {
     pub routes: Vec<RouteView>,
     /// The route of pass-through requests (`passthrough_route`, else the first).
     pub passthrough: RouteId,
+    /// Per upstream, a digest of everything its client and probe depend on
+    /// (settings, resolved address, key): a reload restarts the probe of an
+    /// upstream only when it changed.
+    pub fingerprints: Vec<u64>,
+}
+
+impl std::fmt::Debug for Base {
+    /// Names only: clients and keys stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Base")
+            .field("upstreams", &self.upstreams.len())
+            .field("routes", &self.routes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Base {
@@ -93,12 +107,15 @@ impl Base {
             return Err(format!("at most {MAX_IDS} upstreams and routes"));
         }
         let mut upstreams = Vec::with_capacity(cfg.upstreams.len());
+        let mut fingerprints = Vec::with_capacity(cfg.upstreams.len());
         for (i, u) in cfg.upstreams.iter().enumerate() {
             let base = endpoints
                 .get(i)
                 .ok_or_else(|| format!("upstreams[{i}].base_url: missing"))?;
             let key = secrets.upstream_keys.get(i).and_then(Option::as_ref);
             upstreams.push(Upstream::new(u, base, key)?);
+            let digest = format!("{u:?}\n{base:?}\n{}", key.map_or("", |k| k.0.as_str()));
+            fingerprints.push(xxhash_rust::xxh3::xxh3_64(digest.as_bytes()));
         }
         let id = |name: &str, key: String| -> Result<UpstreamId, String> {
             cfg.upstreams
@@ -160,8 +177,15 @@ impl Base {
             shadow_limits: ShadowLimits::new(&cfg),
             matcher: Arc::new(ModelMatcher::new(&cfg)),
             routes,
+            fingerprints,
             cfg,
         })
+    }
+
+    /// The same base with other rate limits (a fleet's leases).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Every upstream id.

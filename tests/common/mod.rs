@@ -90,6 +90,58 @@ pub async fn start_with(yaml: &str, secrets: Secrets, state_path: PathBuf) -> Ha
     }
 }
 
+/// Starts the proxy from a config file (written from `yaml`, its
+/// `state_path` replaced by a temp file), so that it can be reloaded; env-var
+/// secrets come from `env`.
+pub async fn start_file(
+    yaml: &str,
+    secrets: Secrets,
+    env: turnout::app::Env,
+) -> (Harness, PathBuf) {
+    let state_path = temp_state();
+    let full = format!("state_path: {:?}\n{yaml}", state_path.display().to_string());
+    let file = state_path.with_extension("yaml");
+    std::fs::write(&file, &full).expect("write config");
+    let cfg = Config::from_yaml(&full).expect("valid test config");
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let opts = turnout::app::StartOptions {
+        config_path: Some(file.clone()),
+        env,
+    };
+    let proxy = turnout::app::start_with(cfg, secrets.clone(), public, admin, opts)
+        .await
+        .expect("proxy starts");
+    let h = Harness {
+        url: format!("http://{}", proxy.addr),
+        admin_url: format!("http://{}", proxy.admin_addr),
+        proxy,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
+        state_path,
+        yaml: yaml.to_owned(),
+        secrets,
+    };
+    (h, file)
+}
+
+/// Rewrites a config file started with [`start_file`] (same `state_path`).
+pub fn rewrite(file: &std::path::Path, h: &Harness, yaml: &str) {
+    let full = format!(
+        "state_path: {:?}\n{yaml}",
+        h.state_path.display().to_string()
+    );
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, full).expect("write config");
+    std::fs::rename(&tmp, file).expect("replace config");
+}
+
 impl Harness {
     /// Stops this proxy and starts a new one on the same config and state file.
     pub async fn restart(self) -> Harness {

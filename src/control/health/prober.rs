@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::http::Response;
 use http_body_util::BodyExt;
 use serde::Deserialize;
-use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::control::{ControlHandle, Event};
 use crate::metrics::Metrics;
@@ -28,37 +28,107 @@ struct ModelEntry {
     id: String,
 }
 
-/// Starts one probe loop per endpoint of each upstream of `base` with probes enabled.
-pub fn spawn_all(
-    base: Arc<Base>,
-    control: ControlHandle,
-    metrics: Metrics,
-    shutdown: watch::Receiver<bool>,
-) {
-    for id in base.upstream_ids() {
-        if !base.cfg.upstreams[id.index()].health.enabled {
-            continue;
+/// The probe loops of the current config: one per endpoint of each upstream
+/// with probes enabled, each with its own id. A reload ([`Probes::update`])
+/// keeps the loops of every upstream whose client and probe settings
+/// (endpoints included) are unchanged and restarts all the loops of the others.
+#[derive(Default)]
+pub struct Probes {
+    loops: Vec<Option<ProbeLoops>>,
+    next_id: u64,
+}
+
+/// One upstream's loops, started and stopped together.
+struct ProbeLoops {
+    /// The id of each endpoint's loop, in endpoint order.
+    ids: Vec<u64>,
+    name: Arc<str>,
+    fingerprint: u64,
+    stop: CancellationToken,
+}
+
+impl Probes {
+    /// Brings the loops in line with `base`; returns the names of the
+    /// upstreams whose probes (re)started.
+    pub fn update(
+        &mut self,
+        base: &Arc<Base>,
+        control: &ControlHandle,
+        metrics: &Metrics,
+    ) -> Vec<String> {
+        let mut old = std::mem::take(&mut self.loops);
+        let mut started = Vec::new();
+        for id in base.upstream_ids() {
+            let i = id.index();
+            let up = &base.upstreams[i];
+            let fingerprint = base.fingerprints.get(i).copied().unwrap_or_default();
+            let cfg = &base.cfg.upstreams[i].health;
+            let kept = old.iter_mut().find_map(|slot| {
+                slot.take_if(|l| {
+                    l.name == up.name
+                        && l.fingerprint == fingerprint
+                        && l.ids.len() == up.endpoints.len()
+                })
+            });
+            let running = match kept {
+                Some(l) => Some(l),
+                None if cfg.enabled => {
+                    let stop = CancellationToken::new();
+                    let mut ids = Vec::with_capacity(up.endpoints.len());
+                    for endpoint in 0..up.endpoints.len() {
+                        self.next_id += 1;
+                        let probe = self.next_id;
+                        ids.push(probe);
+                        let (b, c, m, s) =
+                            (base.clone(), control.clone(), metrics.clone(), stop.clone());
+                        tokio::spawn(probe_loop(b, id, endpoint, probe, c, m, s));
+                    }
+                    started.push(up.name.to_string());
+                    Some(ProbeLoops {
+                        ids,
+                        name: up.name.clone(),
+                        fingerprint,
+                        stop,
+                    })
+                }
+                None => None,
+            };
+            self.loops.push(running);
         }
-        for endpoint in 0..base.upstreams[id.index()].endpoints.len() {
-            tokio::spawn(probe_loop(
-                base.clone(),
-                id,
-                endpoint,
-                control.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-            ));
+        for l in old.into_iter().flatten() {
+            l.stop.cancel();
+        }
+        started
+    }
+
+    /// The upstream and endpoint a probe loop reports for (`None`: a loop
+    /// stopped by a reload).
+    pub fn target_of(&self, probe: u64) -> Option<(UpstreamId, usize)> {
+        self.loops.iter().enumerate().find_map(|(i, l)| {
+            let endpoint = l.as_ref()?.ids.iter().position(|&p| p == probe)?;
+            Some((UpstreamId::new(i)?, endpoint))
+        })
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        for l in self.loops.iter().flatten() {
+            l.stop.cancel();
         }
     }
 }
 
+/// Probes endpoint `endpoint` of upstream `id` of `base` every `interval`
+/// until `stop`; its events carry `probe_id`.
 async fn probe_loop(
     base: Arc<Base>,
     id: UpstreamId,
     endpoint: usize,
+    probe_id: u64,
     control: ControlHandle,
     metrics: Metrics,
-    mut shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let cfg = &base.cfg.upstreams[id.index()].health;
     let up = &base.upstreams[id.index()];
@@ -66,10 +136,13 @@ async fn probe_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (ok, latency, models) = probe(up, endpoint, &cfg.path, cfg.timeout).await;
+        let (ok, latency, models) = tokio::select! {
+            () = stop.cancelled() => return,
+            r = probe(up, endpoint, &cfg.path, cfg.timeout) => r,
+        };
         let labels = [&*up.name, up.endpoint_label(endpoint)];
         metrics
             .probe_duration
@@ -81,7 +154,7 @@ async fn probe_loop(
             .inc();
         control
             .send(Event::Probe {
-                upstream: id,
+                probe: probe_id,
                 endpoint,
                 ok,
                 latency,

@@ -74,6 +74,14 @@ pub(crate) async fn run(socket: WebSocket, conn: Conn) {
     let _ = writer.await;
 }
 
+/// The close frame of a server shutting down.
+fn going_away() -> CloseFrame {
+    CloseFrame {
+        code: 1001,
+        reason: "server shutting down".into(),
+    }
+}
+
 struct Reader {
     conn: Arc<Conn>,
     out: mpsc::Sender<Message>,
@@ -92,17 +100,30 @@ impl Reader {
         closed: &CancellationToken,
         missed: &AtomicU32,
     ) -> Option<CloseFrame> {
+        // Shutdown: no new frames are read; requests in flight finish, then
+        // the socket closes with 1001 (going away).
+        let mut closing = false;
+        let app = self.conn.app.clone();
         loop {
             tokio::select! {
                 () = closed.cancelled() => return None,
+                () = app.lifecycle.closing(), if !closing => {
+                    closing = true;
+                    if self.tasks.is_empty() {
+                        return Some(going_away());
+                    }
+                }
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     let (id, answer) = match joined {
                         Ok((id, ended)) => (id, ended.answer),
                         Err(e) => (e.id(), None),
                     };
                     self.ended(id, answer).await;
+                    if closing && self.tasks.is_empty() {
+                        return Some(going_away());
+                    }
                 }
-                frame = stream.next() => {
+                frame = stream.next(), if !closing => {
                     let msg = match frame {
                         None => return None,
                         Some(Err(e)) => return writer::close_for(&e),
