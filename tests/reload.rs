@@ -302,3 +302,78 @@ async fn the_watcher_follows_a_configmap_symlink_swap() {
     proxy.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_reload_restarts_the_probes_of_an_upstream_whose_endpoints_changed_only() {
+    let (e1, e2, e3, b) = (
+        mock("e1").await,
+        mock("e2").await,
+        mock("e3").await,
+        mock("b").await,
+    );
+    let yaml = |eps: &[(&str, &MockServer)], b_health: &str| {
+        let list: Vec<String> = eps
+            .iter()
+            .map(|(n, m)| format!("{{name: {n}, base_url: {:?}}}", m.base_url()))
+            .collect();
+        let relay = format!(
+            "  - {{name: relay, endpoints: [{}], health: {{interval: 50ms, timeout: 40ms}}}}\n",
+            list.join(", ")
+        );
+        config(
+            &[relay, upstream("b", &b, b_health)],
+            "{name: chat, models: ['*'], primary: relay, fallbacks: [b]}",
+        )
+    };
+    let two = [("e1", &e1), ("e2", &e2)];
+    let (h, file) = start_file(
+        &yaml(&two, "health: {interval: 50ms, timeout: 40ms}"),
+        secrets(),
+        no_env(),
+    )
+    .await;
+    // Another upstream's probe settings change: the relay's loops stay.
+    rewrite(
+        &file,
+        &h,
+        &yaml(&two, "health: {interval: 60ms, timeout: 40ms}"),
+    );
+    let (status, body) = reload(&h).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["probes_restarted"], serde_json::json!(["b"]), "{body}");
+    // An endpoint is added: the relay's loops restart, one per endpoint.
+    let three = [("e1", &e1), ("e2", &e2), ("e3", &e3)];
+    rewrite(
+        &file,
+        &h,
+        &yaml(&three, "health: {interval: 60ms, timeout: 40ms}"),
+    );
+    let (status, body) = reload(&h).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["probes_restarted"],
+        serde_json::json!(["relay"]),
+        "{body}"
+    );
+    let st = h.status().await;
+    let eps = st["upstreams"][0]["endpoints"].as_array().unwrap().clone();
+    assert_eq!(eps.len(), 3, "{st}");
+    eventually(
+        "the new endpoint is probed",
+        Duration::from_secs(10),
+        || async {
+            let m = h.metrics().await;
+            metric_sum(
+                &m,
+                "turnout_probes_total",
+                &["endpoint=\"e3\"", "result=\"ok\""],
+            ) > 0.0
+        },
+    )
+    .await;
+    // Nothing unchanged: no loop restarts.
+    let (status, body) = reload(&h).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["probes_restarted"], serde_json::json!([]), "{body}");
+    assert_eq!(h.chat("u").await.status(), 200);
+}

@@ -211,3 +211,74 @@ async fn read_limited(rsp: Response<Incoming>, limit: usize) -> Option<Vec<u8>> 
     }
     Some(buf)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Secrets};
+
+    fn base(b_interval: &str, a_endpoints: usize) -> Arc<Base> {
+        let eps: Vec<String> = (0..a_endpoints)
+            .map(|e| format!("{{name: e{e}, base_url: 'http://127.0.0.1:1/v{e}'}}"))
+            .collect();
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nadmin: {{listen: 127.0.0.1:0}}\nauth: {{disabled: true}}\n\
+             upstreams:\n  - {{name: a, endpoints: [{}], health: {{interval: 1h}}}}\n  \
+             - {{name: b, base_url: 'http://127.0.0.1:1/b', health: {{interval: {b_interval}}}}}\n\
+             routes:\n  - {{name: chat, models: ['*'], primary: a, fallbacks: [b]}}\n",
+            eps.join(", ")
+        );
+        let cfg = Arc::new(Config::from_yaml(&yaml).unwrap());
+        let endpoints: Vec<Vec<(String, String)>> = cfg
+            .upstreams
+            .iter()
+            .map(|u| match (&u.base_url, &u.endpoints) {
+                (Some(b), _) => vec![(u.name.clone(), b.clone())],
+                (None, Some(eps)) => eps
+                    .iter()
+                    .map(|e| (e.name.clone(), e.base_url.clone()))
+                    .collect(),
+                (None, None) => unreachable!(),
+            })
+            .collect();
+        Arc::new(Base::build(cfg, &Secrets::default(), &endpoints).unwrap())
+    }
+
+    fn ids(p: &Probes, upstream: usize) -> Vec<u64> {
+        p.loops[upstream].as_ref().unwrap().ids.clone()
+    }
+
+    #[tokio::test]
+    async fn a_reload_restarts_only_the_loops_of_changed_upstreams_and_forgets_the_stopped_ones() {
+        let (tx, _rx) = tokio::sync::mpsc::channel(64);
+        let control = ControlHandle { tx };
+        let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+        let mut probes = Probes::default();
+        assert_eq!(
+            probes.update(&base("1h", 2), &control, &metrics),
+            ["a", "b"]
+        );
+        let (a, b) = (ids(&probes, 0), ids(&probes, 1));
+        assert_eq!((a.len(), b.len()), (2, 1));
+        for (e, &id) in a.iter().enumerate() {
+            assert_eq!(probes.target_of(id), Some((UpstreamId::new(0).unwrap(), e)));
+        }
+        // b's probe settings change: only b's loop restarts.
+        assert_eq!(probes.update(&base("2h", 2), &control, &metrics), ["b"]);
+        assert_eq!(ids(&probes, 0), a);
+        assert_eq!(probes.target_of(b[0]), None, "a stopped loop is ignored");
+        let b2 = ids(&probes, 1);
+        assert_eq!(
+            probes.target_of(b2[0]),
+            Some((UpstreamId::new(1).unwrap(), 0))
+        );
+        // a gains an endpoint: its loops restart, one per endpoint.
+        assert_eq!(probes.update(&base("2h", 3), &control, &metrics), ["a"]);
+        assert_eq!(ids(&probes, 0).len(), 3);
+        assert!(a.iter().all(|&id| probes.target_of(id).is_none()));
+        assert_eq!(ids(&probes, 1), b2);
+        // Nothing changed: nothing restarts.
+        assert!(probes.update(&base("2h", 3), &control, &metrics).is_empty());
+    }
+}
