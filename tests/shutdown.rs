@@ -202,16 +202,20 @@ async fn sighup_reloads_the_config_file() {
         assert!(Instant::now() < deadline, "SIGHUP did not reload: {status}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let m = http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        m.contains("turnout_config_reloads_total{result=\"ok\"} 1"),
-        "{m}"
-    );
+    // The new snapshot is in force before the reloader counts it: poll.
+    loop {
+        let m = http
+            .get(format!("{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains("turnout_config_reloads_total{result=\"ok\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reload not counted: {m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
