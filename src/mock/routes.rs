@@ -99,6 +99,18 @@ struct Message {
     content: Value,
 }
 
+/// A model without prefill support (`reject_prefill`) refuses a request
+/// whose last message is the assistant's, as such providers answer.
+fn refuse_prefill(s: &Shared, messages: &[Message], flight: &mut Flight) -> Option<Response> {
+    let prefill = messages.last().is_some_and(|m| m.role == "assistant");
+    if !(prefill && s.settings.reject_prefill) {
+        return None;
+    }
+    flight.finish();
+    let msg = "mock: this model cannot continue a trailing assistant message";
+    Some(error_response(StatusCode::BAD_REQUEST, msg))
+}
+
 /// The common opening of an inference request: record it, apply the
 /// per-request overrides and faults, parse its JSON body.
 async fn begin<T: serde::de::DeserializeOwned>(
@@ -123,11 +135,8 @@ async fn chat(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -> Respons
             Ok(v) => v,
             Err(resp) => return resp,
         };
-    let prefill = req.messages.last().is_some_and(|m| m.role == "assistant");
-    if prefill && s.settings.reject_prefill {
-        flight.finish();
-        let msg = "mock: this model cannot continue a trailing assistant message";
-        return error_response(StatusCode::BAD_REQUEST, msg);
+    if let Some(refused) = refuse_prefill(&s, &req.messages, &mut flight) {
+        return refused;
     }
     let chars: usize = req.messages.iter().map(|m| content_chars(&m.content)).sum();
     let include = req
@@ -249,11 +258,8 @@ async fn messages(State(s): State<Arc<Shared>>, h: HeaderMap, raw: Bytes) -> Res
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let prefill = req.messages.last().is_some_and(|m| m.role == "assistant");
-    if prefill && s.settings.reject_prefill {
-        flight.finish();
-        let msg = "mock: this model cannot continue a trailing assistant message";
-        return error_response(StatusCode::BAD_REQUEST, msg);
+    if let Some(refused) = refuse_prefill(&s, &req.messages, &mut flight) {
+        return refused;
     }
     let chars = req
         .messages

@@ -23,7 +23,7 @@ use tower::ServiceExt;
 pub use shape::Shape;
 
 use super::attempt::{Attempt, Served, UpstreamService};
-use super::failover::ProxyCall;
+use super::failover::{template, ProxyCall};
 use super::plan::Plan;
 use super::reader::StreamReader;
 use crate::audit::{AuditAttempt, AuditLine};
@@ -77,24 +77,11 @@ impl Pick {
     /// primary's side when it ends.
     pub fn launch(self, app: &Arc<AppState>, call: &ProxyCall, request_id: &str) -> ShadowPeer {
         let (tx, rx) = oneshot::channel();
+        // The client's request as the walk would send it, to the target.
         let attempt = Attempt {
-            snap: call.plan.snap.clone(),
             upstream: self.target,
             endpoint: call.plan.snap.pick_endpoint(self.target, 0, Instant::now()),
-            suffix: call.suffix.clone(),
-            headers: call.headers.clone(),
-            body: call.body.clone(),
-            model: call
-                .facts
-                .model
-                .as_deref()
-                .zip(call.facts.model_span)
-                .map(|(m, s)| (Arc::from(m), s)),
-            form: call.facts.form,
-            stream: call.facts.stream,
-            method: call.method.clone(),
-            protocol: call.protocol,
-            want_usage: call.facts.include_usage,
+            ..template(call)
         };
         let job = Job {
             app: app.clone(),
