@@ -86,12 +86,6 @@ impl StreamReader {
         self.scan.usage()
     }
 
-    /// The rest of the body, to drain after a clean end (keeps the connection
-    /// for the pool).
-    pub fn into_rest(self) -> BodyStream {
-        self.rest
-    }
-
     fn fail(&mut self, outcome: Outcome) -> Poll<Option<Result<Bytes, Outcome>>> {
         self.state = State::Ended;
         Poll::Ready(Some(Err(outcome)))

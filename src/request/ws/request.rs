@@ -220,14 +220,11 @@ async fn relay(
     }
 }
 
-/// Reads a finished stream to its EOF in the background (briefly), so its
-/// upstream connection goes back to the pool instead of being dropped.
-fn drain(reader: StreamReader) {
-    let mut rest = reader.into_rest();
+/// Lets the reader finish a cleanly ended stream in the background (its own
+/// brief drain to EOF), so the upstream connection goes back to the pool
+/// instead of being dropped; bounded by [`DRAIN`] whatever the upstream does.
+fn drain(mut reader: StreamReader) {
     tokio::spawn(async move {
-        let _ = tokio::time::timeout(DRAIN, async {
-            while let Some(Ok(_)) = rest.next().await {}
-        })
-        .await;
+        let _ = tokio::time::timeout(DRAIN, async { while reader.next().await.is_some() {} }).await;
     });
 }
