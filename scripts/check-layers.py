@@ -67,7 +67,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("shared request state", ["state"]),
     ("the request path", ["request"]),
     ("operations", ["ops"]),
-    ("assembly", ["app"]),
+    ("assembly", ["app", "public"]),
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -4,13 +4,15 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::logfmt;
+use crate::metrics::{Metrics, RequestSeries, UsageSeries};
 use crate::openai::Usage;
 use crate::outcome::Outcome;
 use crate::upstream::Upstream;
@@ -145,6 +147,9 @@ pub struct Finished<'a> {
     pub client_key: Option<usize>,
     /// How a stream broke after the first byte.
     pub stream_error: Option<Outcome>,
+    /// The resolved series of this (route, upstream, endpoint, transport),
+    /// when the snapshot has a slot for it; else the series are looked up by labels.
+    pub series: Option<&'a OnceLock<RequestSeries>>,
 }
 
 /// Shared by every request.
@@ -202,16 +207,32 @@ impl Accounting {
         let ep = f.upstream.map_or("", |u| u.endpoint_label(f.endpoint));
         let code = status_label(f.status);
         let transport = f.transport.as_str();
-        m.requests
-            .with_label_values(&[f.route, up, ep, code, transport])
-            .inc();
-        m.request_duration
-            .with_label_values(&[f.route, up, ep, transport])
-            .observe(f.duration.as_secs_f64());
-        if let Some(t) = f.ttft {
-            m.ttft
+        let series = f
+            .series
+            .map(|s| s.get_or_init(|| m.request_series(f.route, up, ep, transport)));
+        match series {
+            Some(s) if f.status == 200 => s.ok.inc(),
+            _ => m
+                .requests
+                .with_label_values(&[f.route, up, ep, code, transport])
+                .inc(),
+        }
+        let secs = f.duration.as_secs_f64();
+        match series {
+            Some(s) => s.duration.observe(secs),
+            None => m
+                .request_duration
                 .with_label_values(&[f.route, up, ep, transport])
-                .observe(t.as_secs_f64());
+                .observe(secs),
+        }
+        if let Some(t) = f.ttft {
+            match series {
+                Some(s) => s.ttft.observe(t.as_secs_f64()),
+                None => m
+                    .ttft
+                    .with_label_values(&[f.route, up, ep, transport])
+                    .observe(t.as_secs_f64()),
+            }
         }
         if let Some(reason) = f.stream_error {
             m.stream_errors
@@ -220,27 +241,44 @@ impl Accounting {
         }
         let mut cost = 0.0;
         let mut priced = false;
-        if let (Some(u), Some(usage), Some(serving)) = (f.usage, f.usage.as_ref(), f.upstream) {
+        if let (Some(u), Some(serving)) = (f.usage, f.upstream) {
             let sent = serving.map_model(f.model);
             let label = self.model_label(sent);
-            m.tokens
-                .with_label_values(&[up, label, "prompt"])
-                .inc_by(usage.prompt_tokens);
-            m.tokens
-                .with_label_values(&[up, label, "completion"])
-                .inc_by(usage.completion_tokens);
+            let cached = series
+                .map(|s| s.usage.get_or_init(|| m.usage_series(up, label)))
+                .filter(|c| &*c.model == label);
+            let tokens = |c: Option<&UsageSeries>| match c {
+                Some(c) => {
+                    c.prompt.inc_by(u.prompt_tokens);
+                    c.completion.inc_by(u.completion_tokens);
+                }
+                None => {
+                    m.tokens
+                        .with_label_values(&[up, label, "prompt"])
+                        .inc_by(u.prompt_tokens);
+                    m.tokens
+                        .with_label_values(&[up, label, "completion"])
+                        .inc_by(u.completion_tokens);
+                }
+            };
+            tokens(cached);
             if let Some(p) = serving.price(sent) {
                 cost = price(u, p.input, p.output);
                 priced = true;
-                m.cost_usd
-                    .with_label_values(&[f.route, up, label])
-                    .inc_by(cost);
+                let c = || m.cost_usd.with_label_values(&[f.route, up, label]);
+                match cached {
+                    Some(s) => s.cost.get_or_init(c).inc_by(cost),
+                    None => c().inc_by(cost),
+                }
             }
             if let Some(primary) = f.primary {
                 if let Some(p) = primary.price(primary.map_model(f.model)) {
-                    m.baseline_cost_usd
-                        .with_label_values(&[f.route, up, label])
-                        .inc_by(price(u, p.input, p.output));
+                    let b = || m.baseline_cost_usd.with_label_values(&[f.route, up, label]);
+                    let v = price(u, p.input, p.output);
+                    match cached {
+                        Some(s) => s.baseline.get_or_init(b).inc_by(v),
+                        None => b().inc_by(v),
+                    }
                 }
             }
         }
@@ -258,19 +296,37 @@ impl Accounting {
         let (pt, ct) = f
             .usage
             .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
-        tracing::info!(
-            request_id = f.request_id,
-            route = f.route,
-            upstream = up,
-            attempts = f.attempts,
-            status = f.status,
-            latency_ms = f.duration.as_millis() as u64,
-            prompt_tokens = pt,
-            completion_tokens = ct,
+        let line = logfmt::AccessLine {
+            request_id: f.request_id,
+            route: f.route,
+            upstream: up,
+            attempts: f.attempts,
+            status: f.status,
+            latency_ms: f.duration.as_millis() as u64,
+            prompt_tokens: pt,
+            completion_tokens: ct,
             transport,
-            stream_error = f.stream_error.map_or("", Outcome::label),
-            "request"
-        );
+            stream_error: f.stream_error.map_or("", Outcome::label),
+        };
+        if logfmt::access_lines_direct() {
+            if tracing::enabled!(tracing::Level::INFO) {
+                logfmt::write_access_line(module_path!(), &line);
+            }
+        } else {
+            tracing::info!(
+                request_id = line.request_id,
+                route = line.route,
+                upstream = line.upstream,
+                attempts = line.attempts,
+                status = line.status,
+                latency_ms = line.latency_ms,
+                prompt_tokens = line.prompt_tokens,
+                completion_tokens = line.completion_tokens,
+                transport = line.transport,
+                stream_error = line.stream_error,
+                "request"
+            );
+        }
         priced.then_some(cost)
     }
 }

@@ -6,14 +6,17 @@
 //! [`Running::shutdown_gracefully`] drains (PRODUCT.md §3.8).
 //!
 //! Public stack, outermost first (extensions a layer adds, in brackets):
+//! 0. the public service (`public.rs`): `/v1/ws/chat` to the WebSocket edge, the rest to the stack
 //! 1. trace (a span per request, at debug level)
-//! 2. request id (`x-request-id`: kept from the client or generated; echoed back) [`RequestId`]
+//! 2. request id (`public.rs`; `x-request-id`: kept from the client or generated; echoed back)
 //! 3. CORS (only for `cors_allow_origins`)
 //! 4. gate (`request/gate.rs`, `/v1/` paths): loads the request's snapshot
 //!    [`Arc<Snapshot>`], auth (client key [`ClientIdentity`]; 401 otherwise),
 //!    the key's rate limit (`rpm`; 429 + `Retry-After`), and
 //!    `x-turnout-attempts` on every answer, errors included
-//! 5. edge (`request/http.rs`; WebSocket: `request/ws/`): body limit (413) →
+//! 5. dispatch (`public.rs`): proxied `/v1/` paths to the edge, the rest to
+//!    an axum router (health, readiness, `/v1/models`, `/v1/account`, 404/405)
+//!    edge (`request/http.rs`; WebSocket: `request/ws/`): body limit (413) →
 //!    parse (400) → plan: route (404), split key, chain (`request/plan.rs`);
 //!    a request that names no model is a pass-through (`request/passthrough.rs`)
 //! 6. `FailoverLayer` → `Failover` (`request/failover.rs`): drives the walk
@@ -36,13 +39,12 @@ use axum::http::{HeaderValue, Method};
 use axum::routing::{any, get};
 use axum::Router;
 use sha2::{Digest, Sha256};
+use std::convert::Infallible;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::trace::TraceLayer;
 
 use crate::accounting::Accounting;
@@ -60,11 +62,10 @@ use crate::control::simulated::Simulated;
 use crate::control::store::{FileStore, SplitStore};
 use crate::control::Control;
 use crate::error::ApiError;
-use crate::headers::{
-    ATTEMPTS_HEADER, REQUEST_ID_HEADER, TURNOUT_REQUEST_ID_HEADER, UPSTREAM_HEADER,
-};
+use crate::headers::{ATTEMPTS_HEADER, TURNOUT_REQUEST_ID_HEADER, UPSTREAM_HEADER};
 use crate::metrics::Metrics;
 use crate::otel::Otel;
+use crate::public::{Dispatch, Public, RequestIdLayer};
 use crate::request::gate::GateLayer;
 pub use crate::state::AppState;
 use crate::state::Lifecycle;
@@ -263,7 +264,7 @@ pub async fn start_with(
     let servers = vec![
         spawn_server(
             public,
-            public_router(state.clone(), &cfg),
+            public_service(state.clone(), &cfg),
             accepting_rx.clone(),
             limits,
         ),
@@ -321,26 +322,20 @@ fn shared_store(
     Ok(Some(Arc::new(RedisStore::new(Arc::new(link)))))
 }
 
-fn spawn_server(
+fn spawn_server<S>(
     listener: TcpListener,
-    router: Router,
+    svc: S,
     shutdown: watch::Receiver<bool>,
     limits: crate::serve::Limits,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(crate::serve::serve_with(listener, router, shutdown, limits))
+) -> tokio::task::JoinHandle<()>
+where
+    S: crate::serve::HttpService,
+{
+    tokio::spawn(crate::serve::serve_with(listener, svc, shutdown, limits))
 }
 
-/// Request ids: 16 random hex digits.
-#[derive(Clone, Copy)]
-struct RandomId;
-
-impl MakeRequestId for RandomId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&format!("{:016x}", fastrand::u64(..)))
-            .ok()
-            .map(RequestId::new)
-    }
-}
+/// The public listener's service (`public.rs`): WebSocket route or the stack.
+pub type PublicService = Public<BoxCloneSyncService<Request, axum::response::Response, Infallible>>;
 
 /// The public router with its tower stack (see the module doc for the order).
 ///
@@ -349,7 +344,7 @@ impl MakeRequestId for RandomId {
 /// each request. The WebSocket route sits outside the stack on purpose: its
 /// auth is its own (close 4001), and the trace span records the URI, where
 /// `?token=` may carry a key.
-pub fn public_router(state: Arc<AppState>, cfg: &Config) -> Router {
+pub fn public_service(state: Arc<AppState>, cfg: &Config) -> PublicService {
     let routes = Router::new()
         .route(
             "/health",
@@ -368,16 +363,20 @@ pub fn public_router(state: Arc<AppState>, cfg: &Config) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state.clone());
     let ws = crate::request::ws::router(state.clone());
-    let x_request_id = REQUEST_ID_HEADER.clone();
+    let routes = Dispatch::new(state.clone(), routes);
+    // The trace layer wraps the answer's body; the listener serves one body type.
     let outer = ServiceBuilder::new()
+        .map_response(|r: axum::http::Response<_>| r.map(axum::body::Body::new))
         .layer(TraceLayer::new_for_http())
-        .layer(SetRequestIdLayer::new(x_request_id.clone(), RandomId))
-        .layer(PropagateRequestIdLayer::new(x_request_id));
+        .layer(RequestIdLayer);
     let gate = GateLayer::new(state.clone());
-    // Two concrete stacks rather than `option_layer`, whose `Either` turns the
-    // error type into `BoxError`, which a router cannot serve.
+    // Two concrete stacks behind one box rather than `option_layer`, whose
+    // `Either` turns the error type into `BoxError` (one allocation per request).
     if cfg.cors_allow_origins.is_empty() {
-        ws.fallback_service(outer.layer(gate).service(routes))
+        Public::new(
+            ws,
+            BoxCloneSyncService::new(outer.layer(gate).service(routes)),
+        )
     } else {
         let origins: Vec<HeaderValue> = cfg
             .cors_allow_origins
@@ -400,6 +399,7 @@ pub fn public_router(state: Arc<AppState>, cfg: &Config) -> Router {
                 ATTEMPTS_HEADER.clone(),
                 TURNOUT_REQUEST_ID_HEADER.clone(),
             ]);
-        ws.fallback_service(outer.layer(cors).layer(gate).service(routes))
+        let stack = outer.layer(cors).layer(gate).service(routes);
+        Public::new(ws, BoxCloneSyncService::new(stack))
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! | layer | modules | what they are |
 //! |---|---|---|
-//! | 7 assembly | [`app`] | builds the process: first snapshot, control task, probes, listeners and their tower stacks |
+//! | 7 assembly | [`app`] · `public` | builds the process: first snapshot, control task, probes, listeners and their tower stacks; the public listener's dispatch |
 //! | 6 operations | [`ops`] | admin API (status, splits, rollbacks, `/metrics`), `/v1/models`, `/v1/account`, `turnout bench` ([`bench`]) |
 //! | 5 request path | [`request`] | gate → HTTP / WebSocket edge → plan → walk (failover) → attempt → stream reader → finish |
 //! | 4 shared state | [`state`] | `AppState`: the live snapshot handle, metrics, accounting, control handle, retry budget |
@@ -44,6 +44,7 @@ pub(crate) mod ops;
 pub use ops::bench;
 pub mod otel;
 pub(crate) mod outcome;
+pub(crate) mod public;
 pub mod request;
 pub mod routing;
 pub(crate) mod serve;

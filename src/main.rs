@@ -209,10 +209,13 @@ fn init_logs(format: LogFormat, level: &str) {
         .with_ansi(ansi)
         .with_timer(turnout::logfmt::CachedTime)
         .with_writer(std::io::stderr);
-    let _ = match format {
+    let installed = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.fmt_fields(turnout::logfmt::LeanFields).try_init(),
     };
+    if installed.is_ok() && format == LogFormat::Text && !ansi {
+        turnout::logfmt::write_access_lines_directly();
+    }
 }
 
 async fn serve(path: PathBuf) -> ExitCode {

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -37,10 +36,38 @@ impl Default for Limits {
     }
 }
 
+/// What a listener serves: a clonable tower service of axum requests that
+/// always answers (errors are answers).
+pub trait HttpService:
+    tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Serves `router` on `listener` until `shutdown` turns true, within `limits`.
-pub async fn serve_with(
+pub async fn serve_with<S: HttpService>(
     listener: TcpListener,
-    router: Router,
+    router: S,
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
 ) {
@@ -70,9 +97,9 @@ pub async fn serve_with(
     .await;
 }
 
-async fn connection(
+async fn connection<S: HttpService>(
     tcp: tokio::net::TcpStream,
-    router: Router,
+    router: S,
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
 ) {
@@ -118,6 +145,7 @@ mod tests {
     use std::sync::Arc;
 
     use axum::routing::get;
+    use axum::Router;
     use tokio::io::AsyncWriteExt;
 
     use super::*;

@@ -391,10 +391,18 @@ where
 /// pass-through request that is never replayed.
 pub fn report(app: &AppState, plan: &Plan, r: &AttemptRecord) {
     let up = plan.snap.upstream(r.upstream);
-    app.metrics
-        .attempts
-        .with_label_values(&[&up.name, up.endpoint_label(r.endpoint), r.outcome.label()])
-        .inc();
+    let lookup = || {
+        app.metrics.attempts.with_label_values(&[
+            &up.name,
+            up.endpoint_label(r.endpoint),
+            r.outcome.label(),
+        ])
+    };
+    // Most attempts succeed: their series is resolved once per snapshot.
+    match plan.snap.base().ok_attempts(r.upstream, r.endpoint) {
+        Some(slot) if r.outcome == Outcome::Ok => slot.get_or_init(lookup).inc(),
+        _ => lookup().inc(),
+    }
     app.control.report(Event::Outcome {
         upstream: r.upstream,
         endpoint: r.endpoint,

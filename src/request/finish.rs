@@ -175,6 +175,11 @@ impl Finish {
             usage: end.usage,
             client_key: self.client_key,
             stream_error: end.broke,
+            series: upstream.and_then(|(p, u)| {
+                p.snap
+                    .base()
+                    .series(p.route, u, end.endpoint, self.transport)
+            }),
         });
         // A pass-through request (no model) is never split: no cohort.
         if let Some(plan) = plan.filter(|_| !model.is_empty()) {

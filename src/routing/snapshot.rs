@@ -8,7 +8,7 @@
 //! is a new snapshot, prepared fallibly and installed in one store.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 
@@ -19,9 +19,13 @@ use super::ids::{upstream_ids, RouteId, UpstreamId, MAX_IDS};
 use super::table::{
     EndpointView, HealthState, ModelMatcher, RouteView, RoutingTable, SplitView, UpstreamView,
 };
+use prometheus::IntCounter;
+
+use crate::accounting::Transport;
 use crate::auth::ClientKeys;
 use crate::config::{Config, FailoverConfig, Secrets};
 use crate::limit::{Limits, ShadowLimits};
+use crate::metrics::RequestSeries;
 use crate::upstream::Upstream;
 
 /// Counters of one upstream that requests update as they go (lock-free).
@@ -78,10 +82,52 @@ pub struct Base {
     pub routes: Vec<RouteView>,
     /// The route of pass-through requests (`passthrough_route`, else the first).
     pub passthrough: RouteId,
+    /// Metric series of finished requests, resolved on first use (see
+    /// [`RequestSeries`]): per route, per upstream it can reach.
+    pub series: Box<[RouteSeries]>,
+    /// `turnout_upstream_attempts_total{outcome="ok"}`, per upstream and
+    /// endpoint, resolved on first use (every served request counts one).
+    pub ok_attempts: Box<[Box<[OnceLock<IntCounter>]>]>,
     /// Per upstream, a digest of everything its client and probe depend on
     /// (settings, resolved address, key): a reload restarts the probe of an
     /// upstream only when it changed.
     pub fingerprints: Vec<u64>,
+}
+
+/// A route's metric series slots: for each upstream it can reach (primary,
+/// fallbacks, split target), one per endpoint and transport.
+pub struct RouteSeries {
+    by_upstream: Box<[(UpstreamId, SeriesSlots)]>,
+}
+
+/// One upstream's slots: endpoint × transport.
+type SeriesSlots = Box<[OnceLock<RequestSeries>]>;
+
+impl RouteSeries {
+    fn new(r: &RouteView, upstreams: &[Upstream]) -> Self {
+        let mut ids = vec![r.primary];
+        ids.extend(r.fallbacks.iter().copied());
+        ids.extend(r.split.map(|s| s.target));
+        let mut by_upstream: Vec<(UpstreamId, SeriesSlots)> = Vec::new();
+        for id in ids {
+            if by_upstream.iter().any(|(u, _)| *u == id) {
+                continue;
+            }
+            let n = upstreams.get(id.index()).map_or(1, |u| u.endpoints.len()) * 2;
+            by_upstream.push((id, (0..n).map(|_| OnceLock::new()).collect()));
+        }
+        Self {
+            by_upstream: by_upstream.into(),
+        }
+    }
+
+    /// The slots of `up` (a handful of candidates: a linear search).
+    fn of(&self, up: UpstreamId) -> Option<&[OnceLock<RequestSeries>]> {
+        self.by_upstream
+            .iter()
+            .find(|(u, _)| *u == up)
+            .map(|(_, s)| &**s)
+    }
 }
 
 impl std::fmt::Debug for Base {
@@ -158,6 +204,14 @@ impl Base {
                 (0..n).map(|_| EndpointCounters::default()).collect()
             })
             .collect();
+        let series = routes
+            .iter()
+            .map(|r| RouteSeries::new(r, &upstreams))
+            .collect();
+        let ok_attempts = upstreams
+            .iter()
+            .map(|u| u.endpoints.iter().map(|_| OnceLock::new()).collect())
+            .collect();
         let passthrough = cfg
             .passthrough_route
             .as_deref()
@@ -177,9 +231,33 @@ impl Base {
             shadow_limits: ShadowLimits::new(&cfg),
             matcher: Arc::new(ModelMatcher::new(&cfg)),
             routes,
+            series,
+            ok_attempts,
             fingerprints,
             cfg,
         })
+    }
+
+    /// The slot of a finished request's metric series (`None` for an
+    /// upstream the route cannot reach, which is then looked up by labels).
+    pub fn series(
+        &self,
+        route: RouteId,
+        up: UpstreamId,
+        endpoint: usize,
+        transport: Transport,
+    ) -> Option<&OnceLock<RequestSeries>> {
+        let slots = self.series.get(route.index())?.of(up)?;
+        let t = match transport {
+            Transport::Http => 0,
+            Transport::Ws => 1,
+        };
+        slots.get(endpoint * 2 + t)
+    }
+
+    /// The slot of an upstream endpoint's `ok` attempts counter.
+    pub fn ok_attempts(&self, up: UpstreamId, endpoint: usize) -> Option<&OnceLock<IntCounter>> {
+        self.ok_attempts.get(up.index())?.get(endpoint)
     }
 
     /// The same base with other rate limits (a fleet's leases).
