@@ -2,7 +2,7 @@
 # End-to-end overhead benchmark: direct vs nginx vs LiteLLM vs Turnout, in one run.
 #
 #   scripts/bench.sh                 full run (2 rounds, ~15 min), table + JSON
-#   scripts/bench.sh --quick         1 round, shorter steps, no 10,000-stream step (~4 min)
+#   scripts/bench.sh --quick         1 round, shorter steps, no 4,000-stream step (~4 min)
 #   scripts/bench.sh --no-litellm    skip installing and measuring LiteLLM
 #   scripts/bench.sh --soak 30       30-minute memory soak of Turnout instead
 #   scripts/bench.sh --rounds 3 --targets direct,nginx,turnout
@@ -89,11 +89,11 @@ if [ -n "${TURNOUT_BASELINE_BIN:-}" ]; then
   cp "$TURNOUT_BASELINE_BIN" "$out/bin/turnout-baseline"
 fi
 
-# 10,000 streams: the proxy holds 20,000 sockets, the load generator and the
-# provider 10,000 each.
+# 4,000 streams: the proxy holds 8,000 sockets, the load generator and the
+# provider 4,000 each.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 65536 ]; then
-  ulimit -n 65536 2>/dev/null || log "ulimit -n is $(ulimit -n): the 10,000-stream step may fail"
+  ulimit -n 65536 2>/dev/null || log "ulimit -n is $(ulimit -n): the 4,000-stream step may fail"
 fi
 
 cmd="scripts/bench.sh${orig_args:+ $orig_args}"

@@ -7,7 +7,9 @@
 //!
 //! Public stack, outermost first (extensions a layer adds, in brackets):
 //! 0. the public service (`public.rs`): `/v1/ws/chat` to the WebSocket edge, the rest to the stack
-//! 1. trace (a span per request, at debug level)
+//! 1. (no trace layer: each request's line is written at its end by
+//!    `request/finish.rs`, and spans, when wanted, are OpenTelemetry's; the
+//!    tower-http layer cost ~1,500 instructions per request and boxed every body)
 //! 2. request id (`public.rs`; `x-request-id`: kept from the client or generated; echoed back)
 //! 3. CORS (only for `cors_allow_origins`)
 //! 4. gate (`request/gate.rs`, `/v1/` paths): loads the request's snapshot
@@ -45,7 +47,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::accounting::Accounting;
 use crate::audit::AuditLog;
@@ -337,13 +338,13 @@ where
 /// The public listener's service (`public.rs`): WebSocket route or the stack.
 pub type PublicService = Public<BoxCloneSyncService<Request, axum::response::Response, Infallible>>;
 
-/// The public router with its tower stack (see the module doc for the order).
+/// The public service with its tower stack (see the module doc for the order).
 ///
-/// The layers wrap the router once (`fallback_service`), not each route:
-/// `Router::layer` wraps every route and clones the whole chain of wrappers on
-/// each request. The WebSocket route sits outside the stack on purpose: its
-/// auth is its own (close 4001), and the trace span records the URI, where
-/// `?token=` may carry a key.
+/// The layers wrap the dispatch once, not each route: `Router::layer` wraps
+/// every route and clones the whole chain of wrappers on each request. The
+/// WebSocket route sits outside the stack on purpose: its auth is its own
+/// (close 4001), and nothing of its URI, where `?token=` may carry a key, is
+/// recorded.
 pub fn public_service(state: Arc<AppState>, cfg: &Config) -> PublicService {
     let routes = Router::new()
         .route(
@@ -364,11 +365,7 @@ pub fn public_service(state: Arc<AppState>, cfg: &Config) -> PublicService {
         .with_state(state.clone());
     let ws = crate::request::ws::router(state.clone());
     let routes = Dispatch::new(state.clone(), routes);
-    // The trace layer wraps the answer's body; the listener serves one body type.
-    let outer = ServiceBuilder::new()
-        .map_response(|r: axum::http::Response<_>| r.map(axum::body::Body::new))
-        .layer(TraceLayer::new_for_http())
-        .layer(RequestIdLayer);
+    let outer = ServiceBuilder::new().layer(RequestIdLayer);
     let gate = GateLayer::new(state.clone());
     // Two concrete stacks behind one box rather than `option_layer`, whose
     // `Either` turns the error type into `BoxError` (one allocation per request).

@@ -1,5 +1,5 @@
-//! The public listener's service: the tower stack of `app` (trace, request
-//! id, CORS, gate) around a dispatch that sends proxied `/v1/*` requests
+//! The public listener's service: the tower stack of `app` (request id,
+//! CORS, gate) around a dispatch that sends proxied `/v1/*` requests
 //! straight to the request core, and everything else (Turnout's own few
 //! endpoints and their 404/405 answers) to an axum `Router`.
 //!
@@ -28,7 +28,7 @@ use crate::headers::REQUEST_ID_HEADER;
 use crate::state::AppState;
 
 /// The WebSocket chat path: served by its own router, outside the stack (its
-/// auth is its own, and a trace span would record a `?token=` key).
+/// auth is its own, and its URI may carry a `?token=` key).
 const WS_PATH: &str = "/v1/ws/chat";
 
 /// Proxied `/v1/` paths that Turnout answers itself for some methods: the

@@ -13,8 +13,8 @@
 //!
 //! Auth is checked before the socket reads anything: a bad or missing key
 //! (header or `?token=`) gets close code 4001 and is not logged. This router
-//! sits outside the HTTP auth and trace layers (their span records the URI,
-//! and `?token=` is a key).
+//! sits outside the HTTP stack (its auth is this one, and nothing records
+//! the URI, where `?token=` is a key).
 //!
 //! Files: `protocol` (frames in, messages out), `conversation` (bounded
 //! history), `dialogue` (orders conversation frames), `events` (upstream SSE → pieces), `job` (one request as read from its frame), `request` (one request task),
