@@ -10,6 +10,9 @@ use serde_json::value::RawValue;
 use crate::error::ApiError;
 
 pub mod form;
+mod skim;
+#[cfg(test)]
+mod skim_tests;
 mod usage;
 
 pub use usage::{usage_in, usage_of, Usage, UsageFields};
@@ -50,7 +53,97 @@ struct StreamOptions {
 }
 
 /// Parses the body once (validating UTF-8 and JSON) and returns the routing facts.
+///
+/// A skim of the top-level keys answers almost every body; whatever it
+/// gives up on (an error, an escaped key, a duplicate, deep nesting) is
+/// parsed by serde_json as before, so the answer and every error message
+/// stay serde_json's.
 pub fn peek(body: &[u8]) -> Result<RequestFacts, ApiError> {
+    match skim_peek(body) {
+        Some(facts) => Ok(facts),
+        None => serde_peek(body),
+    }
+}
+
+/// The routing facts when the skim is sure of them: the whole body is one
+/// valid JSON object in UTF-8, and each read key appears once with a value
+/// of the type [`Peek`] wants (serde_json rejects a repeated field).
+fn skim_peek(body: &[u8]) -> Option<RequestFacts> {
+    let mut s = skim::Skim::object(body, true)?;
+    let mut facts = RequestFacts::default();
+    let mut seen = Seen::default();
+    let mut first = true;
+    while let Some(key) = s.key(&mut first)? {
+        match key {
+            b"model" => {
+                seen.once(0)?;
+                if !s.null() {
+                    let (span, model) = s.text()?;
+                    facts.model_span = Some(span);
+                    facts.model = Some(model);
+                }
+            }
+            b"stream" => {
+                seen.once(1)?;
+                facts.stream = s.flag()?.unwrap_or(false);
+            }
+            b"user" => {
+                seen.once(2)?;
+                if !s.null() {
+                    facts.user = Some(s.text()?.1).filter(|u| !u.is_empty());
+                }
+            }
+            b"stream_options" => {
+                seen.once(3)?;
+                if !s.null() {
+                    facts.include_usage = skim_stream_options(&mut s)?;
+                }
+            }
+            _ => {
+                s.value()?;
+            }
+        }
+    }
+    s.finish()?;
+    Some(facts)
+}
+
+/// `stream_options` as an object (serde_json would also take a list).
+fn skim_stream_options(s: &mut skim::Skim<'_>) -> Option<bool> {
+    s.open()?;
+    let mut include = None;
+    let mut seen = Seen::default();
+    let mut first = true;
+    while let Some(key) = s.key(&mut first)? {
+        if key == b"include_usage" {
+            seen.once(0)?;
+            include = s.flag()?;
+        } else {
+            s.value()?;
+        }
+    }
+    Some(include.unwrap_or(false))
+}
+
+/// The struct fields a skim has read, to give up on a repeated one.
+#[derive(Default)]
+struct Seen(u8);
+
+impl Seen {
+    /// `None` when field `bit` was read before.
+    fn once(&mut self, bit: u8) -> Option<()> {
+        let mask = 1 << bit;
+        if self.0 & mask != 0 {
+            return None;
+        }
+        self.0 |= mask;
+        Some(())
+    }
+}
+
+/// [`peek`] by serde_json alone: the fallback, and the reference the skim is
+/// tested against.
+fn serde_peek(body: &[u8]) -> Result<RequestFacts, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("Request body is not valid UTF-8."))?;
     if text.trim().is_empty() {
@@ -205,7 +298,89 @@ pub fn is_context_length_error(body: &[u8]) -> bool {
 }
 
 /// Validates a JSON answer and reads what judging it needs (one pass, no tree).
+///
+/// A skim of the top-level keys answers almost every body; whatever it
+/// gives up on is parsed by serde_json as before (the answer stays its).
 pub fn read_answer(body: &[u8]) -> Result<Answer, NotJson> {
+    match skim_answer(body) {
+        Some(answer) => Ok(answer),
+        None => serde_answer(body),
+    }
+}
+
+/// The answer's verdict when the skim is sure of it. serde_json reads bytes
+/// here: a string it only skips need not be UTF-8, but a key it maps and a
+/// raw value it keeps (`error`, `status`) must be; `usage` is read as its
+/// [`UsageFields`] derive reads it.
+fn skim_answer(body: &[u8]) -> Option<Answer> {
+    let mut s = skim::Skim::object(body, false)?;
+    let mut answer = Answer::default();
+    let mut seen = Seen::default();
+    let mut first = true;
+    while let Some(key) = s.key(&mut first)? {
+        match key {
+            b"error" => {
+                seen.once(0)?;
+                if !s.null() {
+                    raw_utf8(body, s.value()?)?;
+                    answer.error = true;
+                }
+            }
+            b"status" => {
+                seen.once(1)?;
+                if !s.null() {
+                    answer.failed = raw_utf8(body, s.value()?)? == "\"failed\"";
+                }
+            }
+            b"usage" => {
+                seen.once(2)?;
+                if !s.null() {
+                    answer.usage = skim_usage(&mut s)?.usage();
+                }
+            }
+            _ => {
+                s.value()?;
+            }
+        }
+    }
+    s.finish()?;
+    Some(answer)
+}
+
+/// `usage` as an object of token counts (serde_json would also take a list;
+/// any count that is not a number or `null` is its type error).
+fn skim_usage(s: &mut skim::Skim<'_>) -> Option<UsageFields> {
+    s.open()?;
+    let mut usage = UsageFields::default();
+    let mut seen = Seen::default();
+    let mut first = true;
+    while let Some(key) = s.key(&mut first)? {
+        let (bit, field) = match key {
+            b"prompt_tokens" => (0, &mut usage.prompt_tokens),
+            b"completion_tokens" => (1, &mut usage.completion_tokens),
+            b"input_tokens" => (2, &mut usage.input_tokens),
+            b"output_tokens" => (3, &mut usage.output_tokens),
+            b"cache_creation_input_tokens" => (4, &mut usage.cache_creation_input_tokens),
+            b"cache_read_input_tokens" => (5, &mut usage.cache_read_input_tokens),
+            _ => {
+                s.value()?;
+                continue;
+            }
+        };
+        seen.once(bit)?;
+        *field = s.count()?;
+    }
+    Some(usage)
+}
+
+/// A raw value's text, as serde_json checks it before keeping it.
+fn raw_utf8(body: &[u8], (start, end): (usize, usize)) -> Option<&str> {
+    std::str::from_utf8(body.get(start..end)?).ok()
+}
+
+/// [`read_answer`] by serde_json alone: the fallback, and the reference the
+/// skim is tested against.
+fn serde_answer(body: &[u8]) -> Result<Answer, NotJson> {
     let p: AnswerPeek<'_> = serde_json::from_slice(body).map_err(|_| NotJson)?;
     Ok(Answer {
         error: p.error.is_some_and(|e| e.get() != "null"),
