@@ -65,5 +65,91 @@ pub struct AuditAttempt {
 }
 
 fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_millis(*t))
+    let buf = rfc3339_millis(*t);
+    s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
+}
+
+/// Seconds of 9999-12-31T23:59:59Z: four digits of year are the format.
+const MAX_SECS: u64 = 253_402_300_799;
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, as `humantime::format_rfc3339_millis`
+/// writes it, into a fixed buffer: every audit line has one, and going
+/// through `Display` and serde's `collect_str` cost the writer a quarter of
+/// a line's serialization. A time before 1970 (a clock set wrong) is
+/// written as 1970, one past 9999 as 9999-12-31T23:59:59.
+fn rfc3339_millis(t: SystemTime) -> [u8; 24] {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let (secs, millis) = match since.as_secs() {
+        s if s > MAX_SECS => (MAX_SECS, 999),
+        s => (s, since.subsec_millis()),
+    };
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let rem = secs % 86_400;
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 3, u64::from(millis));
+    out
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`, for days ≥ 0).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn timestamps_match_humantime() {
+        let day = 86_400;
+        let mut secs: Vec<u64> = vec![
+            0,
+            day - 1,
+            951_782_400,   // 2000-02-29, a leap day of a century
+            4_107_542_400, // 2100-03-01, after a century with none
+            1_709_164_799, // 2024-02-28T23:59:59
+            2_147_483_648, // past 2038
+            MAX_SECS,
+        ];
+        secs.extend((0..2000).map(|_| fastrand::u64(0..=MAX_SECS)));
+        for s in secs {
+            let t = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(s)
+                + Duration::from_millis(fastrand::u64(0..1000));
+            let want = humantime::format_rfc3339_millis(t).to_string();
+            assert_eq!(std::str::from_utf8(&rfc3339_millis(t)).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn out_of_range_times_are_clamped() {
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(&rfc3339_millis(before), b"1970-01-01T00:00:00.000Z");
+        let after = SystemTime::UNIX_EPOCH + Duration::from_secs(MAX_SECS + 100);
+        assert_eq!(&rfc3339_millis(after), b"9999-12-31T23:59:59.999Z");
+    }
 }
