@@ -1,5 +1,5 @@
-//! The audit writer thread: takes the queued lines in batches, serializes
-//! and appends them, flushes once per batch, and rotates the file by size.
+//! The audit writer thread: takes the queued lines in batches, appends them
+//! as JSON, flushes once per batch, and rotates the file by size.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -41,11 +41,10 @@ impl Writer {
             let closed = queue.take(&mut batch);
             for line in batch.drain(..) {
                 buf.clear();
-                if serde_json::to_writer(&mut buf, &line).is_ok() {
-                    buf.push(b'\n');
-                    let r = self.write(&buf);
-                    self.check(r);
-                }
+                line.write_json(&mut buf);
+                buf.push(b'\n');
+                let r = self.write(&buf);
+                self.check(r);
             }
             // What was taken is on disk for readers before the pause.
             let r = self.file.as_mut().map_or(Ok(()), |f| f.flush());
