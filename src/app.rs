@@ -102,7 +102,8 @@ impl Running {
 
     /// Stops accepting; requests, streams and WebSockets in flight get up to
     /// `shutdown.drain` to finish (sockets then close with 1001); then the
-    /// background tasks stop.
+    /// background tasks stop, the span exporter sends its last batch and the
+    /// audit writer writes the lines queued so far.
     pub async fn shutdown(self) {
         let drain = self.state.live.load().cfg().shutdown.drain;
         let deadline = tokio::time::Instant::now() + drain;
@@ -119,10 +120,14 @@ impl Running {
         let _ = self.background.send(true);
         self.tasks.cancel();
         let state = self.state.clone();
-        // The exporter's shutdown blocks until its last batch is sent.
+        // The exporter's shutdown blocks until its last batch is sent; the
+        // audit writer's until the lines queued so far are on disk.
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(o) = &state.otel {
                 o.shutdown();
+            }
+            if let Some(a) = &state.audit {
+                a.close();
             }
         })
         .await;

@@ -1,13 +1,12 @@
-//! The audit writer thread: serializes queued lines, appends them, flushes
-//! whenever the queue runs dry, and rotates the file by size.
+//! The audit writer thread: takes the queued lines in batches, appends them
+//! as JSON, flushes once per batch, and rotates the file by size.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use super::AuditLine;
+use super::queue::Queue;
 use crate::config::AuditConfig;
 
 /// Errors are logged at most this often (a full disk must not flood the log).
@@ -30,22 +29,30 @@ impl Writer {
         }
     }
 
-    pub(super) fn run(mut self, rx: Receiver<AuditLine>) {
+    /// Until the queue is closed: takes every queued line, writes and
+    /// flushes them, then pauses `interval` before looking again, so that a
+    /// busy proxy wakes this thread once per interval rather than once per
+    /// line; an idle one finds the queue empty and waits for its next line.
+    /// After the close, the lines still queued are written before it ends.
+    pub(super) fn run(mut self, queue: &Queue, interval: Duration) {
+        let mut batch = Vec::new();
         let mut buf = Vec::with_capacity(1024);
-        while let Ok(first) = rx.recv() {
-            let mut next = Some(first);
-            while let Some(line) = next {
+        loop {
+            let closed = queue.take(&mut batch);
+            for line in batch.drain(..) {
                 buf.clear();
-                if serde_json::to_writer(&mut buf, &line).is_ok() {
-                    buf.push(b'\n');
-                    let r = self.write(&buf);
-                    self.check(r);
-                }
-                next = rx.try_recv().ok();
+                line.write_json(&mut buf);
+                buf.push(b'\n');
+                let r = self.write(&buf);
+                self.check(r);
             }
-            // The queue ran dry: whatever was written is on disk for readers.
+            // What was taken is on disk for readers before the pause.
             let r = self.file.as_mut().map_or(Ok(()), |f| f.flush());
             self.check(r);
+            if closed {
+                return;
+            }
+            queue.pause(interval);
         }
     }
 
@@ -135,6 +142,7 @@ pub fn rotated_paths(path: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditLine;
 
     fn line(i: u64) -> AuditLine {
         AuditLine {
@@ -171,12 +179,12 @@ mod tests {
             keep: 2,
             queue: 10,
         };
-        let (tx, rx) = std::sync::mpsc::sync_channel(100);
+        let queue = Queue::new(100);
         for i in 0..60 {
-            tx.send(line(i)).unwrap();
+            assert!(queue.push(line(i)));
         }
-        drop(tx);
-        Writer::new(cfg).run(rx);
+        queue.close();
+        Writer::new(cfg).run(&queue, Duration::from_millis(50));
         let files = rotated_paths(&path);
         assert_eq!(files.len(), 3, "{files:?}");
         let mut ids = Vec::new();

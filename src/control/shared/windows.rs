@@ -29,10 +29,18 @@ impl Tally {
     /// Counts one outcome of a route's split target (the control task).
     pub fn record(&self, route: &str, ok: bool) {
         if let Ok(mut p) = self.pending.lock() {
-            // Bounded: one entry per configured route.
-            let e = p.entry(route.to_owned()).or_default();
-            e.0 += 1;
-            e.1 += u64::from(!ok);
+            // Bounded: one entry per configured route. Looked up by `&str`
+            // first: the name is copied once per sync, not once per outcome.
+            let fail = u64::from(!ok);
+            match p.get_mut(route) {
+                Some(e) => {
+                    e.0 += 1;
+                    e.1 += fail;
+                }
+                None => {
+                    p.insert(route.to_owned(), (1, fail));
+                }
+            }
         }
     }
 
