@@ -498,6 +498,14 @@ where
             return Poll::Pending;
         }
 
+        // Turnout: a server probes with a small buffer (`poll_read_eof_probe`).
+        #[cfg(feature = "server")]
+        let num_read = if T::is_server() {
+            ready!(self.probe_io_read(cx)).map_err(crate::Error::new_io)?
+        } else {
+            ready!(self.force_io_read(cx)).map_err(crate::Error::new_io)?
+        };
+        #[cfg(not(feature = "server"))]
         let num_read = ready!(self.force_io_read(cx)).map_err(crate::Error::new_io)?;
 
         if num_read == 0 {
@@ -507,6 +515,19 @@ where
         } else {
             Poll::Ready(Ok(()))
         }
+    }
+
+    /// Turnout: `force_io_read` through `Buffered::poll_read_eof_probe`.
+    #[cfg(feature = "server")]
+    fn probe_io_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        debug_assert!(!self.state.is_read_closed());
+
+        let result = ready!(self.io.poll_read_eof_probe(cx));
+        Poll::Ready(result.map_err(|e| {
+            trace!(error = %e, "probe_io_read; io error");
+            self.state.close();
+            e
+        }))
     }
 
     fn force_io_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {

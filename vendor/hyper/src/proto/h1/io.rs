@@ -17,6 +17,11 @@ pub(crate) const INIT_BUFFER_SIZE: usize = 8192;
 /// The minimum value that can be set to max buffer size.
 pub(crate) const MINIMUM_MAX_BUFFER_SIZE: usize = INIT_BUFFER_SIZE;
 
+/// Turnout: the read buffer's room while a server only watches for EOF
+/// (`Buffered::poll_read_eof_probe`).
+#[cfg(feature = "server")]
+const EOF_PROBE_SIZE: usize = 64;
+
 /// The default maximum read buffer size. If the buffer gets this big and
 /// a message is still not complete, a `TooLarge` error is triggered.
 // Note: if this changes, update server::conn::Http::max_buf_size docs.
@@ -225,6 +230,48 @@ where
                 trace!("parse eof");
                 return Poll::Ready(Err(crate::Error::new_incomplete()));
             }
+        }
+    }
+
+    /// Turnout: a read that only watches for the peer's EOF while a server
+    /// writes its response (`Conn::mid_message_detect_eof`). With nothing
+    /// buffered, the read buffer gives up its share of the block the request
+    /// was read into and keeps `EOF_PROBE_SIZE` bytes instead: a plain
+    /// `poll_read_from_io` would reserve a whole new 8 KiB block here (the
+    /// request's body still shares the old one), held for as long as the
+    /// response streams. Bytes that arrive meanwhile are kept as before; the
+    /// next head read grows the buffer as usual.
+    #[cfg(feature = "server")]
+    pub(crate) fn poll_read_eof_probe(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read_buf.is_empty() && self.read_buf.capacity() != EOF_PROBE_SIZE {
+            self.read_buf = BytesMut::with_capacity(EOF_PROBE_SIZE);
+        }
+        if self.read_buf_remaining_mut() == 0 {
+            // Not reached (the caller probes only an empty buffer); the
+            // ordinary read makes room.
+            return self.poll_read_from_io(cx);
+        }
+        self.read_blocked = false;
+        // SAFETY: ReadBuf and poll_read promise not to set any uninitialized
+        // bytes onto `dst`.
+        let dst = unsafe { self.read_buf.chunk_mut().as_uninit_slice_mut() };
+        let mut buf = ReadBuf::uninit(dst);
+        match Pin::new(&mut self.io).poll_read(cx, buf.unfilled()) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len();
+                trace!("received {} bytes", n);
+                // Safety: we just read that many bytes into the
+                // uninitialized part of the buffer, so this is okay.
+                unsafe {
+                    self.read_buf.advance_mut(n);
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                self.read_blocked = true;
+                Poll::Pending
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }
     }
 
