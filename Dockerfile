@@ -14,6 +14,8 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# hyper with Turnout's memory patch ([patch.crates-io], vendor/hyper/PATCHES.md).
+COPY vendor ./vendor
 COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --bin turnout \

@@ -10,16 +10,23 @@
 //! client reqwest is built on. reqwest still sends the alert webhooks, where
 //! convenience matters more than microseconds.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::MapOk;
 use futures_util::stream::BoxStream;
+use futures_util::TryFutureExt;
 use http_body_util::{Either, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::Uri;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::outcome::Outcome;
 
@@ -29,7 +36,7 @@ use crate::outcome::Outcome;
 pub type UpstreamBody = Either<Full<Bytes>, axum::body::Body>;
 
 /// One upstream's keep-alive pool (HTTP/1.1, or HTTP/2 when TLS negotiates it).
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+pub type HttpClient = Client<Connector, UpstreamBody>;
 
 /// An upstream's response body as a stream of chunks.
 pub type BodyStream = BoxStream<'static, Result<Bytes, hyper::Error>>;
@@ -89,7 +96,120 @@ pub fn build(connect_timeout: Duration) -> Result<HttpClient, String> {
         .timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE)
-        .build(https))
+        .build(Connector(https)))
+}
+
+/// The plain TCP stream of an `http://` upstream.
+type Tcp = TokioIo<tokio::net::TcpStream>;
+
+/// hyper-rustls' connector, with its TLS streams boxed ([`UpstreamIo`]).
+#[derive(Clone)]
+pub struct Connector(HttpsConnector<HttpConnector>);
+
+/// An upstream connection's socket. hyper-rustls' `MaybeHttpsStream` holds
+/// a rustls connection inline, so a plain `http://` connection (a
+/// self-hosted model server, the benchmark's simulated provider) carried
+/// ~1 KB of unused TLS state in its connection task for as long as it lived,
+/// a held stream included. Boxed, a TLS connection pays one allocation when
+/// it is made and a plain one only the size of its socket.
+pub enum UpstreamIo {
+    /// `http://`.
+    Plain(Tcp),
+    /// `https://` (boxed: see the type's doc).
+    Tls(Box<MaybeHttpsStream<Tcp>>),
+}
+
+impl From<MaybeHttpsStream<Tcp>> for UpstreamIo {
+    fn from(s: MaybeHttpsStream<Tcp>) -> Self {
+        match s {
+            MaybeHttpsStream::Http(tcp) => UpstreamIo::Plain(tcp),
+            tls => UpstreamIo::Tls(Box::new(tls)),
+        }
+    }
+}
+
+type Connecting = <HttpsConnector<HttpConnector> as tower::Service<Uri>>::Future;
+type ConnectError = <HttpsConnector<HttpConnector> as tower::Service<Uri>>::Error;
+
+impl tower::Service<Uri> for Connector {
+    type Response = UpstreamIo;
+    type Error = ConnectError;
+    type Future = MapOk<Connecting, fn(MaybeHttpsStream<Tcp>) -> UpstreamIo>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        self.0.call(dst).map_ok(UpstreamIo::from as fn(_) -> _)
+    }
+}
+
+impl Connection for UpstreamIo {
+    fn connected(&self) -> Connected {
+        match self {
+            UpstreamIo::Plain(s) => s.connected(),
+            UpstreamIo::Tls(s) => s.connected(),
+        }
+    }
+}
+
+impl Read for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Write for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
 }
 
 /// The word for a failed send, as failover's metrics name it.
