@@ -77,9 +77,14 @@ impl UsageFields {
         if *self == Self::default() {
             return None;
         }
-        let input = self.input_tokens.unwrap_or(0)
-            + self.cache_creation_input_tokens.unwrap_or(0)
-            + self.cache_read_input_tokens.unwrap_or(0);
+        // Saturating: an upstream's absurd counts must not overflow (a panic
+        // in debug builds, a wrapped count in release; found by the skim's
+        // property test).
+        let input = self
+            .input_tokens
+            .unwrap_or(0)
+            .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
+            .saturating_add(self.cache_read_input_tokens.unwrap_or(0));
         Some(Usage {
             prompt_tokens: self.prompt_tokens.unwrap_or(input),
             completion_tokens: self.completion_tokens.or(self.output_tokens).unwrap_or(0),
