@@ -106,30 +106,6 @@ mod tests {
 
     use super::*;
 
-    fn line(i: u64) -> AuditLine {
-        AuditLine {
-            ts: SystemTime::now(),
-            request_id: format!("r{i}"),
-            key: None,
-            route: Some("chat".into()),
-            model: Some("m".into()),
-            upstream_model: None,
-            upstream: Some("a".into()),
-            endpoint: None,
-            cohort: None,
-            status: 200,
-            stream: false,
-            attempts: Vec::new(),
-            ttft_ms: None,
-            latency_ms: i,
-            prompt_tokens: None,
-            completion_tokens: None,
-            cost_usd: None,
-            error: None,
-            shadow: false,
-        }
-    }
-
     fn started(interval: Duration) -> (AuditLog, PathBuf, IntCounter) {
         let dir = std::env::temp_dir().join(format!("turnout-auditq-{}", fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
@@ -173,16 +149,16 @@ mod tests {
     #[test]
     fn lines_queued_during_the_pause_and_while_idle_are_all_written() {
         let (log, path, dropped) = started(BATCH_INTERVAL);
-        log.send(line(0));
+        log.send(AuditLine::sample(0));
         // Written and flushed: the writer is now in its pause (or idle again).
         assert_eq!(wait_for(&path, 1), vec![0]);
         for i in 1..=100 {
-            log.send(line(i));
+            log.send(AuditLine::sample(i));
         }
         assert_eq!(wait_for(&path, 101), (0..=100).collect::<Vec<_>>());
         // Whether the writer still pauses or waits on an empty queue, the
         // next line gets written.
-        log.send(line(101));
+        log.send(AuditLine::sample(101));
         assert_eq!(wait_for(&path, 102), (0..=101).collect::<Vec<_>>());
         assert_eq!(dropped.get(), 0);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
@@ -192,15 +168,15 @@ mod tests {
     fn close_writes_what_is_queued_without_waiting_out_the_pause() {
         // A pause far longer than the test: only the close can end it.
         let (log, path, dropped) = started(Duration::from_secs(3600));
-        log.send(line(0));
+        log.send(AuditLine::sample(0));
         assert_eq!(wait_for(&path, 1), vec![0]);
         for i in 1..=50 {
-            log.send(line(i));
+            log.send(AuditLine::sample(i));
         }
         log.close();
         assert_eq!(written(&path), (0..=50).collect::<Vec<_>>());
         // Closed: a late line is refused and counted, never half-written.
-        log.send(line(51));
+        log.send(AuditLine::sample(51));
         assert_eq!(dropped.get(), 1);
         assert_eq!(written(&path).len(), 51);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
@@ -209,11 +185,11 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts() {
         let (log, path, dropped) = started(Duration::from_secs(3600));
-        log.send(line(0));
+        log.send(AuditLine::sample(0));
         assert_eq!(wait_for(&path, 1), vec![0]);
         // The writer pauses for an hour: the queue (1000) fills up.
         for i in 1..=1010 {
-            log.send(line(i));
+            log.send(AuditLine::sample(i));
         }
         assert_eq!(dropped.get(), 10);
         log.close();

@@ -144,30 +144,6 @@ mod tests {
     use super::*;
     use crate::audit::AuditLine;
 
-    fn line(i: u64) -> AuditLine {
-        AuditLine {
-            ts: std::time::SystemTime::UNIX_EPOCH,
-            request_id: format!("r{i}"),
-            key: None,
-            route: Some("chat".into()),
-            model: Some("m".into()),
-            upstream_model: None,
-            upstream: Some("a".into()),
-            endpoint: None,
-            cohort: None,
-            status: 200,
-            stream: false,
-            attempts: Vec::new(),
-            ttft_ms: None,
-            latency_ms: i,
-            prompt_tokens: Some(1),
-            completion_tokens: Some(2),
-            cost_usd: None,
-            error: None,
-            shadow: false,
-        }
-    }
-
     #[test]
     fn rotates_by_size_and_keeps_that_many() {
         let dir = std::env::temp_dir().join(format!("turnout-audit-{}", fastrand::u64(..)));
@@ -181,7 +157,7 @@ mod tests {
         };
         let queue = Queue::new(100);
         for i in 0..60 {
-            assert!(queue.push(line(i)));
+            assert!(queue.push(AuditLine::sample(i)));
         }
         queue.close();
         Writer::new(cfg).run(&queue, Duration::from_millis(50));
