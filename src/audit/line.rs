@@ -229,6 +229,35 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 }
 
 #[cfg(test)]
+impl AuditLine {
+    /// A plain line for the writer's and queue's tests; `i` is its latency,
+    /// which they read back to check order.
+    pub(crate) fn sample(i: u64) -> Self {
+        Self {
+            ts: std::time::SystemTime::UNIX_EPOCH,
+            request_id: format!("r{i}"),
+            key: None,
+            route: Some("chat".into()),
+            model: Some("m".into()),
+            upstream_model: None,
+            upstream: Some("a".into()),
+            endpoint: None,
+            cohort: None,
+            status: 200,
+            stream: false,
+            attempts: Vec::new(),
+            ttft_ms: None,
+            latency_ms: i,
+            prompt_tokens: Some(1),
+            completion_tokens: Some(2),
+            cost_usd: None,
+            error: None,
+            shadow: false,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 
@@ -317,34 +346,5 @@ mod tests {
         assert_eq!(&rfc3339_millis(before), b"1970-01-01T00:00:00.000Z");
         let after = SystemTime::UNIX_EPOCH + Duration::from_secs(MAX_SECS + 100);
         assert_eq!(&rfc3339_millis(after), b"9999-12-31T23:59:59.999Z");
-    }
-}
-
-#[cfg(test)]
-impl AuditLine {
-    /// A plain line for the writer's and queue's tests; `i` is its latency,
-    /// which they read back to check order.
-    pub(crate) fn sample(i: u64) -> Self {
-        Self {
-            ts: std::time::SystemTime::UNIX_EPOCH,
-            request_id: format!("r{i}"),
-            key: None,
-            route: Some("chat".into()),
-            model: Some("m".into()),
-            upstream_model: None,
-            upstream: Some("a".into()),
-            endpoint: None,
-            cohort: None,
-            status: 200,
-            stream: false,
-            attempts: Vec::new(),
-            ttft_ms: None,
-            latency_ms: i,
-            prompt_tokens: Some(1),
-            completion_tokens: Some(2),
-            cost_usd: None,
-            error: None,
-            shadow: false,
-        }
     }
 }

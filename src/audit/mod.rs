@@ -102,7 +102,7 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
-    use std::time::{Instant, SystemTime};
+    use std::time::Instant;
 
     use super::*;
 
