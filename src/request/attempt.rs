@@ -26,7 +26,7 @@ use super::protocol::{Protocol, Stop, StreamScan};
 use crate::openai::{self, Usage};
 use crate::outcome::Outcome;
 use crate::routing::{Snapshot, UpstreamId};
-use crate::upstream::{visible_headers, whole, BodyStream, Incoming, Upstream, UpstreamBody};
+use crate::upstream::{visible_headers, whole, BodyStream, ResponseBody, Upstream, UpstreamBody};
 
 /// Largest non-streaming upstream body read into memory.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -297,7 +297,7 @@ pub async fn passthrough(
 async fn response_head(
     req: crate::upstream::ResponseFuture,
     limit: Duration,
-) -> Result<axum::http::Response<Incoming>, AttemptError> {
+) -> Result<axum::http::Response<ResponseBody>, AttemptError> {
     match tokio::time::timeout(limit, req).await {
         Err(_) => Err(AttemptError::new(Outcome::Timeout)),
         Ok(Err(e)) => {
@@ -334,7 +334,7 @@ fn classify(status: StatusCode, headers: &HeaderMap) -> Option<AttemptError> {
     })
 }
 
-async fn read_body(mut rsp: Incoming) -> Result<Bytes, Outcome> {
+async fn read_body(mut rsp: ResponseBody) -> Result<Bytes, Outcome> {
     let cap = rsp
         .size_hint()
         .exact()
@@ -371,7 +371,7 @@ async fn read_body(mut rsp: Incoming) -> Result<Bytes, Outcome> {
 async fn prefetch(
     status: StatusCode,
     headers: HeaderMap,
-    rsp: Incoming,
+    rsp: ResponseBody,
     mut scan: StreamScan,
     commit_by: Instant,
 ) -> Result<Served, AttemptError> {

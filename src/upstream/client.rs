@@ -1,5 +1,6 @@
-//! The pooled HTTP client that carries every request to an upstream:
-//! hyper-util's connection pool over rustls, nothing else on the path.
+//! The pooled HTTP client that carries requests to an `https://` upstream:
+//! hyper-util's connection pool over rustls, nothing else on the path
+//! (`http://` upstreams use [`super::pool`]).
 //!
 //! Why not reqwest here: with redirects and retries turned off, reqwest still
 //! runs its redirect and retry layers on each request, turns the `Uri` back
@@ -21,6 +22,7 @@ use futures_util::future::MapOk;
 use futures_util::stream::BoxStream;
 use futures_util::TryFutureExt;
 use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
@@ -28,6 +30,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::pool::{PoolError, PooledBody};
 use crate::outcome::Outcome;
 
 /// A request body for an upstream: the usual whole body (a routed request,
@@ -41,18 +44,82 @@ pub type HttpClient = Client<Connector, UpstreamBody>;
 /// An upstream's response body as a stream of chunks.
 pub type BodyStream = BoxStream<'static, Result<Bytes, hyper::Error>>;
 
-/// An upstream's response body.
-pub use hyper::body::Incoming;
+/// An upstream's response body, from either pool.
+pub enum ResponseBody {
+    /// From an `http://` endpoint's own pool ([`super::pool`]).
+    Pooled(PooledBody),
+    /// From hyper-util's pool (`https://`).
+    Shared(Incoming),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Pooled(b) => Pin::new(b).poll_frame(cx),
+            ResponseBody::Shared(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Pooled(b) => b.is_end_stream(),
+            ResponseBody::Shared(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Pooled(b) => b.size_hint(),
+            ResponseBody::Shared(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Why a request got no response head (connect, TLS, reset).
-pub use hyper_util::client::legacy::Error as SendError;
+#[derive(Debug)]
+pub enum SendError {
+    /// From an `http://` endpoint's own pool.
+    Pooled(PoolError),
+    /// From hyper-util's pool.
+    Shared(hyper_util::client::legacy::Error),
+}
 
-/// Idle keep-alive connections are closed after this long (providers close theirs at ~60–120 s).
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per upstream: enough for a burst of streams to return to the pool.
-const POOL_MAX_IDLE: usize = 1024;
+impl SendError {
+    /// No connection could be made (as opposed to one that failed).
+    pub fn is_connect(&self) -> bool {
+        match self {
+            SendError::Pooled(e) => matches!(e, PoolError::Connect(_)),
+            SendError::Shared(e) => e.is_connect(),
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Pooled(e) => e.fmt(f),
+            SendError::Shared(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendError::Pooled(e) => e.source(),
+            SendError::Shared(e) => e.source(),
+        }
+    }
+}
+
 /// TCP keep-alive probes on upstream sockets, so a dead peer is noticed on long streams.
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 static CRYPTO: std::sync::Once = std::sync::Once::new();
 
@@ -94,8 +161,8 @@ pub fn build(connect_timeout: Duration) -> Result<HttpClient, String> {
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(POOL_MAX_IDLE)
+        .pool_idle_timeout(super::pool::IDLE_TIMEOUT)
+        .pool_max_idle_per_host(super::pool::MAX_IDLE)
         .build(Connector(https)))
 }
 

@@ -5,18 +5,23 @@
 //! the allowlist are copied, and the upstream's own key is added.
 
 mod client;
+mod pool;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use http_body_util::Full;
 
 pub use client::{
-    describe, install_crypto, send_error_outcome, BodyStream, HttpClient, Incoming, SendError,
+    describe, install_crypto, send_error_outcome, BodyStream, HttpClient, ResponseBody, SendError,
     UpstreamBody,
 };
+use pool::Pool;
 
 use crate::config::{AuthHeader, PriceConfig, Secret, TimeoutsConfig, UpstreamConfig};
 
@@ -28,8 +33,10 @@ pub struct Upstream {
     /// Its entry points: one for a `base_url`, several for `endpoints`
     /// (same key, same models; PRODUCT.md §3.10).
     pub endpoints: Box<[Endpoint]>,
-    /// Pooled keep-alive client with this upstream's connect timeout (hyper
-    /// keeps one pool per host, so each endpoint has its own connections).
+    /// Pooled keep-alive client of its `https://` endpoints, with this
+    /// upstream's connect timeout (hyper keeps one pool per host, so each
+    /// endpoint has its own connections). `http://` endpoints have their own
+    /// [`Pool`].
     client: HttpClient,
     /// The upstream's key, as the header it expects (`upstreams[].auth_header`).
     auth: Option<(HeaderName, HeaderValue)>,
@@ -48,44 +55,59 @@ pub struct Endpoint {
     pub name: Arc<str>,
     /// `base_url` without a trailing slash.
     pub base_url: String,
-    /// URLs of the usual endpoints, parsed once (see [`PARSED_SUFFIXES`]).
+    /// What a request's URI starts with: `base_url` for hyper-util's pool,
+    /// only its path for an own [`Pool`] (which sends origin-form targets).
+    prefix: String,
+    /// URIs of the usual endpoints, parsed once (see [`PARSED_SUFFIXES`]).
     parsed: Vec<(&'static str, Uri)>,
+    /// Its own keep-alive connections, for an `http://` base URL.
+    pool: Option<Arc<Pool>>,
 }
 
 impl Endpoint {
-    /// An entry point at `base_url`.
-    pub fn new(name: &str, base_url: &str) -> Self {
+    /// An entry point at `base_url`; `connect_timeout` bounds each new connection.
+    pub fn new(name: &str, base_url: &str, connect_timeout: Duration) -> Self {
         let base_url = base_url.trim_end_matches('/').to_owned();
-        let parsed = PARSED_SUFFIXES
-            .iter()
-            .filter_map(|&s| Some((s, Uri::try_from(format!("{base_url}{s}")).ok()?)))
-            .collect();
-        Self {
+        let pool = Uri::try_from(base_url.as_str())
+            .ok()
+            .and_then(|u| Some((Pool::new(&u, connect_timeout, client::TCP_KEEPALIVE)?, u)));
+        let (pool, prefix) = match pool {
+            Some((p, u)) => (Some(Arc::new(p)), u.path().trim_end_matches('/').to_owned()),
+            None => (None, base_url.clone()),
+        };
+        let mut ep = Self {
             name: name.into(),
             base_url,
-            parsed,
-        }
+            prefix,
+            parsed: Vec::new(),
+            pool,
+        };
+        ep.parsed = PARSED_SUFFIXES
+            .iter()
+            .filter_map(|&s| Some((s, Uri::try_from(ep.target(s)).ok()?)))
+            .collect();
+        ep
     }
 
-    /// `{base_url}{suffix}`, where `suffix` is the client's path after `/v1` (with its query).
-    fn url(&self, suffix: &str) -> String {
-        let mut u = String::with_capacity(self.base_url.len() + suffix.len());
-        u.push_str(&self.base_url);
+    /// `{prefix}{suffix}`, where `suffix` is the client's path after `/v1` (with its query).
+    fn target(&self, suffix: &str) -> String {
+        let mut u = String::with_capacity(self.prefix.len() + suffix.len());
+        u.push_str(&self.prefix);
         u.push_str(suffix);
         u
     }
 
-    /// The full URI of an endpoint: pre-parsed for the usual ones.
+    /// The request URI of an endpoint: pre-parsed for the usual ones.
     fn uri(&self, suffix: &str) -> Result<Uri, axum::http::Error> {
         match self.parsed.iter().find(|(s, _)| *s == suffix) {
             Some((_, u)) => Ok(u.clone()),
-            None => Ok(Uri::try_from(self.url(suffix))?),
+            None => Ok(Uri::try_from(self.target(suffix))?),
         }
     }
 }
 
 /// A response head is on its way (or the send failed).
-pub type ResponseFuture = hyper_util::client::legacy::ResponseFuture;
+pub type ResponseFuture = BoxFuture<'static, Result<axum::http::Response<ResponseBody>, SendError>>;
 
 /// Endpoints whose full URL is parsed at start: an attempt then clones a
 /// `Uri` (reference-counted parts) instead of parsing a string. Other paths
@@ -134,7 +156,10 @@ impl Upstream {
         }
         Ok(Self {
             name: cfg.name.as_str().into(),
-            endpoints: endpoints.iter().map(|(n, u)| Endpoint::new(n, u)).collect(),
+            endpoints: endpoints
+                .iter()
+                .map(|(n, u)| Endpoint::new(n, u, cfg.timeouts.connect))
+                .collect(),
             client,
             auth,
             model_map: cfg.model_map.clone().into_iter().collect(),
@@ -181,7 +206,21 @@ impl Upstream {
         if let Some((name, value)) = &self.auth {
             h.insert(name.clone(), value.clone());
         }
-        Ok(self.client.request(req))
+        Ok(match &ep.pool {
+            Some(pool) => {
+                let pool = pool.clone();
+                Box::pin(async move {
+                    match pool.send(req).await {
+                        Ok(rsp) => Ok(rsp.map(ResponseBody::Pooled)),
+                        Err(e) => Err(SendError::Pooled(e)),
+                    }
+                })
+            }
+            None => Box::pin(self.client.request(req).map(|r| match r {
+                Ok(rsp) => Ok(rsp.map(ResponseBody::Shared)),
+                Err(e) => Err(SendError::Shared(e)),
+            })),
+        })
     }
 
     /// Sends a GET (health probe, model list) to one endpoint with this upstream's key.

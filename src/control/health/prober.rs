@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::{ControlHandle, Event};
 use crate::metrics::Metrics;
 use crate::routing::{Base, UpstreamId};
-use crate::upstream::{Incoming, Upstream};
+use crate::upstream::{ResponseBody, Upstream};
 
 /// Largest `/models` body read for the model list.
 const MAX_MODELS_BODY: usize = 4 * 1024 * 1024;
@@ -197,7 +197,7 @@ pub async fn probe(
     }
 }
 
-async fn read_limited(rsp: Response<Incoming>, limit: usize) -> Option<Vec<u8>> {
+async fn read_limited(rsp: Response<ResponseBody>, limit: usize) -> Option<Vec<u8>> {
     let mut body = rsp.into_body();
     let mut buf = Vec::new();
     while let Some(frame) = body.frame().await.transpose().ok()? {
