@@ -51,6 +51,9 @@ use crate::routing::{Base, HealthState, Live, RouteId, UpstreamId};
 
 /// Events queued beyond this are dropped (outcomes only; they are statistics).
 const QUEUE: usize = 8192;
+/// Events applied after the one that woke the task, before it publishes and
+/// lets other tasks run (a bounded share of the worker under a flood).
+const MAX_BATCH: usize = 256;
 
 /// Cheap handle used by requests, probes and the admin API.
 #[derive(Clone)]
@@ -191,7 +194,7 @@ impl Control {
             let changed = tokio::select! {
                 _ = shutdown.changed() => return,
                 ev = self.rx.recv() => match ev {
-                    Some(ev) => self.apply(ev),
+                    Some(ev) => self.apply_batch(ev),
                     None => return,
                 },
                 _ = tick.tick() => self.on_tick(),
@@ -220,6 +223,21 @@ impl Control {
         changed |= self.progressive_tick(now);
         // Error rates shown in status age out even without traffic.
         changed || self.health.iter().any(|h| h.counts(now).0 > 0)
+    }
+
+    /// Applies `first` and the events queued behind it (at most
+    /// [`MAX_BATCH`]): under load one wake of this task takes many requests'
+    /// outcomes, and the snapshot is published once for all of them, not
+    /// once per request. True when the snapshot must be republished.
+    fn apply_batch(&mut self, first: Event) -> bool {
+        let mut changed = self.apply(first);
+        for _ in 0..MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(ev) => changed |= self.apply(ev),
+                Err(_) => break,
+            }
+        }
+        changed
     }
 
     /// Applies one event; true when the snapshot must be republished.

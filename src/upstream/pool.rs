@@ -25,15 +25,19 @@
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
+use std::io;
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderValue, Request, Response, Uri};
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
+use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 
@@ -47,8 +51,7 @@ pub const MAX_IDLE: usize = 1024;
 /// next request gets this long to become ready (then it is closed).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Io = TokioIo<tokio::net::TcpStream>;
-type Conn = http1::Connection<Io, UpstreamBody>;
+type Conn = http1::Connection<Socket, UpstreamBody>;
 type Sender = http1::SendRequest<UpstreamBody>;
 
 /// A connection between requests.
@@ -149,9 +152,11 @@ impl Pool {
         req.headers_mut()
             .entry(header::HOST)
             .or_insert_with(|| self.host.clone());
-        while let Some(link) = self.checkout().await {
+        while let Some(link) = self.checkout() {
             match exchange(link, req).await {
                 Ok(rsp) => return Ok(rsp),
+                // Closed by the server while idle (its EOF read as the
+                // request was about to go): the next one, or a new one.
                 Err(Failed::Unsent(r, _)) => req = *r,
                 Err(Failed::Sent(e)) => return Err(PoolError::Http(e)),
             }
@@ -159,14 +164,24 @@ impl Pool {
         let io = tower::Service::call(&mut self.connector.clone(), self.target.clone())
             .await
             .map_err(|e| PoolError::Connect(e.into()))?;
+        let relay = Arc::new(Relay::default());
+        let socket = Socket {
+            io,
+            waker: Waker::from(relay.clone()),
+        };
         let (sender, conn) = http1::Builder::new()
-            .handshake(io)
+            .handshake(socket)
             .await
             .map_err(PoolError::Http)?;
+        let quiet = Arc::new(Quiet::default());
         let link = Box::new(Link {
             sender,
             conn,
             pool: Arc::downgrade(self),
+            relay,
+            quiet_waker: Waker::from(quiet.clone()),
+            quiet,
+            loud: false,
         });
         match exchange(link, req).await {
             Ok(rsp) => Ok(rsp),
@@ -174,24 +189,19 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection that is still open.
-    async fn checkout(&self) -> Option<Box<Link>> {
+    /// The most recently used idle connection, if it has not expired. One
+    /// the server closed meanwhile reads its EOF when the request is handed
+    /// to it, and gives the request back unsent ([`Failed::Unsent`]).
+    fn checkout(&self) -> Option<Box<Link>> {
+        let mut list = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let mut idle = {
-                let mut list = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                list.pop_back()?
-            };
+            let idle = list.pop_back()?;
             if idle.since.elapsed() >= IDLE_TIMEOUT {
                 // Everything before it is older still.
-                self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                list.clear();
                 return None;
             }
-            // Polled once: a connection the server closed while idle reads
-            // its EOF here and ends, and is dropped instead of used.
-            let open =
-                poll_fn(|cx| Poll::Ready(Pin::new(&mut idle.link.conn).poll(cx).is_pending()))
-                    .await;
-            if open && idle.link.sender.is_ready() {
+            if idle.link.sender.is_ready() {
                 return Some(idle.link);
             }
         }
@@ -199,6 +209,8 @@ impl Pool {
 
     /// Puts a connection whose last response was read to the end back.
     fn checkin(&self, link: Box<Link>) {
+        // Nothing wakes a task for an idle connection.
+        link.relay.target.take();
         let now = Instant::now();
         let mut list = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while list
@@ -213,19 +225,27 @@ impl Pool {
     }
 }
 
-/// One request on one connection, the connection polled alongside
-/// until the head arrives.
+/// One request on one connection, the connection driven until the head arrives.
 async fn exchange(
     mut link: Box<Link>,
     req: Request<UpstreamBody>,
 ) -> Result<Response<PooledBody>, Failed> {
+    // A client's body streamed through arrives by the server connection's
+    // wakes: such a request is driven with the task's own waker throughout.
+    link.loud = matches!(req.body(), UpstreamBody::Right(_));
     let mut head = pin!(link.sender.try_send_request(req));
-    let mut open = true;
+    let mut link = Some(link);
     let head = poll_fn(|cx| {
-        if open && Pin::new(&mut link.conn).poll(cx).is_ready() {
-            // Done (closed or failed): the head's future says why.
-            open = false;
+        let Some(l) = link.as_mut() else {
+            return head.as_mut().poll(cx);
+        };
+        if l.drive(cx).is_pending() {
+            // Only the connection, just driven, completes the head.
+            return l.poll_quietly(cx, |cx| head.as_mut().poll(cx));
         }
+        // Done (closed or failed): dropped, it answers the head's future
+        // with why (and the request, if it never left).
+        link = None;
         head.as_mut().poll(cx)
     })
     .await;
@@ -238,7 +258,6 @@ async fn exchange(
             })
         }
     };
-    let link = open.then_some(link);
     let (parts, body) = rsp.into_parts();
     let mut body = PooledBody { body, link };
     if body.body.is_end_stream() {
@@ -254,10 +273,148 @@ async fn exchange(
 
 /// A connection, and the pool it goes back to (weakly held: the pool holds
 /// its idle links, and is dropped with its snapshot after a reload).
+///
+/// Wakes: hyper's connection wakes itself for three things, its socket,
+/// a request handed to it and a body reader's demand. The last two are
+/// always this task's own doing, followed at once by driving the
+/// connection, so a wake for them would only poll the whole request (and
+/// the server connection around it) once more for nothing, or wake the
+/// task that used an idle connection last. So the connection is polled
+/// with a waker that only notes a wake ([`Quiet`]), its socket wakes the
+/// driving task through [`Relay`], and the head and body channels, filled
+/// only while it is driven, are polled without a waker.
 struct Link {
     sender: Sender,
     conn: Conn,
     pool: Weak<Pool>,
+    relay: Arc<Relay>,
+    quiet: Arc<Quiet>,
+    quiet_waker: Waker,
+    /// This exchange is driven with the task's waker (see [`exchange`]).
+    loud: bool,
+}
+
+impl Link {
+    /// Polls the connection: reads and writes what its socket allows.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        self.relay.target.register(cx.waker());
+        if self.loud {
+            return Pin::new(&mut self.conn).poll(cx);
+        }
+        self.quiet.woken.store(false, Ordering::Relaxed);
+        let mut quiet = Context::from_waker(&self.quiet_waker);
+        let done = Pin::new(&mut self.conn).poll(&mut quiet);
+        if done.is_pending() && self.quiet.woken.load(Ordering::Relaxed) {
+            // It asked for another turn itself (hyper yields after a
+            // long run of work): the task gets one.
+            cx.waker().wake_by_ref();
+        }
+        done
+    }
+
+    /// Polls something only [`Link::drive`] advances: without a waker,
+    /// unless this exchange is loud.
+    fn poll_quietly<T>(
+        &self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        if self.loud {
+            poll(cx)
+        } else {
+            poll(&mut Context::from_waker(Waker::noop()))
+        }
+    }
+}
+
+/// Forwards the socket's readiness to the task driving the connection now.
+#[derive(Default)]
+struct Relay {
+    target: AtomicWaker,
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.target.wake();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.target.wake();
+    }
+}
+
+/// Notes that the connection woke itself (see [`Link`]).
+#[derive(Default)]
+struct Quiet {
+    woken: AtomicBool,
+}
+
+impl Wake for Quiet {
+    fn wake(self: Arc<Self>) {
+        self.woken.store(true, Ordering::Relaxed);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The upstream socket: readiness always wakes through its [`Relay`],
+/// whatever waker hyper polls it with.
+struct Socket {
+    io: TokioIo<tokio::net::TcpStream>,
+    waker: Waker,
+}
+
+impl Socket {
+    fn io(&mut self) -> (Pin<&mut TokioIo<tokio::net::TcpStream>>, Context<'_>) {
+        (Pin::new(&mut self.io), Context::from_waker(&self.waker))
+    }
+}
+
+impl Read for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let (io, mut cx) = self.get_mut().io();
+        io.poll_read(&mut cx, buf)
+    }
+}
+
+impl Write for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let (io, mut cx) = self.get_mut().io();
+        io.poll_write(&mut cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (io, mut cx) = self.get_mut().io();
+        io.poll_flush(&mut cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (io, mut cx) = self.get_mut().io();
+        io.poll_shutdown(&mut cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let (io, mut cx) = self.get_mut().io();
+        io.poll_write_vectored(&mut cx, bufs)
+    }
 }
 
 /// Puts a connection whose last response was read to the end back into its
@@ -284,16 +441,17 @@ impl PooledBody {
         let Some(mut link) = self.link.take() else {
             return;
         };
-        if Pin::new(&mut link.conn).poll(cx).is_ready() {
+        if link.drive(cx).is_ready() {
             return; // `Connection: close`, or the server hung up.
         }
         if link.sender.is_ready() {
             checkin(link);
             return;
         }
+        link.loud = true;
         tokio::spawn(async move {
             let ready = poll_fn(|cx| {
-                if Pin::new(&mut link.conn).poll(cx).is_ready() {
+                if link.drive(cx).is_ready() {
                     return Poll::Ready(false);
                 }
                 link.sender.poll_ready(cx).map(|r| r.is_ok())
@@ -302,6 +460,25 @@ impl PooledBody {
                 checkin(link);
             }
         });
+    }
+
+    fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let body = &mut self.body;
+        let frame = match &self.link {
+            Some(link) => link.poll_quietly(cx, |cx| Pin::new(body).poll_frame(cx)),
+            // The connection is gone: its end is in the channel already.
+            None => Pin::new(body).poll_frame(cx),
+        };
+        match &frame {
+            Poll::Ready(None) => self.release(cx),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(cx),
+            Poll::Ready(Some(Err(_))) => self.link = None,
+            _ => {}
+        }
+        frame
     }
 }
 
@@ -320,7 +497,7 @@ impl Body for PooledBody {
         let Some(link) = this.link.as_mut() else {
             return Poll::Pending;
         };
-        if Pin::new(&mut link.conn).poll(cx).is_ready() {
+        if link.drive(cx).is_ready() {
             // Closed or failed: the body's channel now says how it ended.
             this.link = None;
         }
@@ -337,18 +514,113 @@ impl Body for PooledBody {
     }
 }
 
-impl PooledBody {
-    fn poll_body(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = Pin::new(&mut self.body).poll_frame(cx);
-        match &frame {
-            Poll::Ready(None) => self.release(cx),
-            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(cx),
-            Poll::Ready(Some(Err(_))) => self.link = None,
-            _ => {}
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::upstream::whole;
+
+    /// A loopback server answering `ok` to `per_connection` requests on
+    /// each connection it accepts, then closing it; each close is reported.
+    async fn server(per_connection: usize) -> (Uri, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (closed, closes) = mpsc::unbounded_channel();
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let closed = closed.clone();
+                tokio::spawn(async move {
+                    answer(s, per_connection).await;
+                    let _ = closed.send(());
+                });
+            }
+        });
+        (base.parse().unwrap(), accepted, closes)
+    }
+
+    async fn answer(mut s: TcpStream, requests: usize) {
+        let mut buf = Vec::new();
+        for _ in 0..requests {
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.clear();
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if s.write_all(ok).await.is_err() {
+                return;
+            }
         }
-        frame
+    }
+
+    async fn get(pool: &Arc<Pool>) -> Bytes {
+        let req = Request::get("/v1/models")
+            .body(whole(Bytes::new()))
+            .unwrap();
+        let rsp = pool.send(req).await.expect("a response");
+        rsp.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    fn pool(base: &Uri) -> Arc<Pool> {
+        let t = Duration::from_secs(5);
+        Arc::new(Pool::new(base, t, t).expect("an http:// pool"))
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_response_is_read() {
+        let (base, accepted, _closes) = server(usize::MAX).await;
+        let pool = pool(&base);
+        for _ in 0..5 {
+            assert_eq!(get(&pool).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_while_idle_is_not_used() {
+        let (base, accepted, mut closes) = server(1).await;
+        let pool = pool(&base);
+        for _ in 0..3 {
+            assert_eq!(get(&pool).await, "ok");
+            // The server has closed it: the pool holds a connection whose
+            // EOF is waiting to be read.
+            closes.recv().await.unwrap();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_half_read_response_closes_its_connection() {
+        let (base, accepted, _closes) = server(usize::MAX).await;
+        let pool = pool(&base);
+        let req = Request::get("/v1/models")
+            .body(whole(Bytes::new()))
+            .unwrap();
+        drop(pool.send(req).await.unwrap());
+        assert_eq!(get(&pool).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn only_plain_http_has_a_pool() {
+        let t = Duration::from_secs(1);
+        assert!(Pool::new(&"https://api.example.com/v1".parse().unwrap(), t, t).is_none());
+        let p = Pool::new(&"http://127.0.0.1:80/v1".parse().unwrap(), t, t).unwrap();
+        assert_eq!(p.host, "127.0.0.1");
+        let p = Pool::new(&"http://[::1]:8080/v1".parse().unwrap(), t, t).unwrap();
+        assert_eq!(p.host, "[::1]:8080");
     }
 }
