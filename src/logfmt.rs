@@ -6,7 +6,7 @@
 //! quotes (with `Debug` escaping) only values that would be ambiguous:
 //! empty, or holding a space, a quote, `=` or a control character.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -197,26 +197,69 @@ pub struct AccessLine<'a> {
     pub stream_error: &'a str,
 }
 
-/// Writes `{time}  INFO {target}: request key=value ...` to stderr in one
-/// write, exactly as the text subscriber formats the `request` event.
+/// Buffered access lines are written once this many bytes wait.
+const BATCH_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// This thread's access lines not yet written (a runtime worker's
+    /// under load), or the line being formatted.
+    static PENDING: RefCell<String> = const { RefCell::new(String::new()) };
+    /// This thread is a runtime worker: [`flush_when_idle`] runs on it.
+    static WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Writes `{time}  INFO {target}: request key=value ...` to stderr, exactly
+/// as the text subscriber formats the `request` event.
+///
+/// On a runtime worker the line waits in a per-thread buffer until the
+/// worker goes idle ([`flush_when_idle`], called by the runtime before it
+/// parks a worker) or [`BATCH_BYTES`] wait: an idle server writes each line
+/// at once, a loaded one a batch per write(2) instead of one write per
+/// request (that system call was ~2.5 µs of a proxied request's ~23 µs;
+/// docs/benchmarks.md). Lines keep their order per worker; at exit the
+/// runtime's threads write what they hold ([`flush_pending`]).
 pub fn write_access_line(target: &str, l: &AccessLine<'_>) {
-    thread_local! {
-        static LINE: RefCell<String> = const { RefCell::new(String::new()) };
-    }
-    LINE.with(|cell| {
-        let Ok(mut line) = cell.try_borrow_mut() else {
+    PENDING.with(|cell| {
+        let Ok(mut pending) = cell.try_borrow_mut() else {
             return;
         };
-        line.clear();
-        if format_access_line(&mut line, target, l).is_ok() {
-            use std::io::Write;
-            let _ = std::io::stderr().write_all(line.as_bytes());
+        let before = pending.len();
+        if format_access_line(&mut pending, target, l).is_err() {
+            pending.truncate(before);
         }
-        // A line longer than usual (a long request id) keeps no big buffer.
-        if line.capacity() > 4096 {
-            *line = String::new();
+        if !WORKER.get() || pending.len() >= BATCH_BYTES {
+            write_out(&mut pending);
         }
     });
+}
+
+/// Called by the runtime just before a worker thread parks: the lines it
+/// buffered are written, and from then on this thread buffers its lines
+/// (only workers park, so only their lines wait for it).
+pub fn flush_when_idle() {
+    WORKER.set(true);
+    flush_pending();
+}
+
+/// Writes this thread's buffered access lines (a runtime thread stopping).
+pub fn flush_pending() {
+    PENDING.with(|cell| {
+        if let Ok(mut pending) = cell.try_borrow_mut() {
+            write_out(&mut pending);
+        }
+    });
+}
+
+fn write_out(pending: &mut String) {
+    if !pending.is_empty() {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(pending.as_bytes());
+        pending.clear();
+    }
+    // A burst of long lines keeps no big buffer.
+    if pending.capacity() > 2 * BATCH_BYTES {
+        *pending = String::new();
+    }
 }
 
 fn format_access_line(out: &mut String, target: &str, l: &AccessLine<'_>) -> fmt::Result {

@@ -86,8 +86,12 @@ fn main() -> ExitCode {
 }
 
 fn runtime(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    // Access lines wait per worker until it goes idle (or a batch fills):
+    // one write(2) per batch under load, at once when idle (src/logfmt.rs).
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(turnout::logfmt::flush_when_idle)
+        .on_thread_stop(turnout::logfmt::flush_pending)
         .build()
     {
         Ok(rt) => rt.block_on(fut),

@@ -20,6 +20,8 @@ struct Turnout {
     child: Child,
     addr: String,
     admin: String,
+    /// Its stderr after the listening line, line by line.
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Drop for Turnout {
@@ -47,11 +49,21 @@ impl Turnout {
             .map_while(Result::ok)
             .find(|l| l.starts_with("turnout listening on http://"))
             .expect("listening line");
-        std::thread::spawn(move || for _ in lines {});
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
         let mut words = line.split("http://").skip(1);
         let addr = words.next().unwrap().split(' ').next().unwrap().to_owned();
         let admin = words.next().unwrap().trim_end_matches(')').to_owned();
-        Self { child, addr, admin }
+        Self {
+            child,
+            addr,
+            admin,
+            lines: rx,
+        }
     }
 
     fn signal(&self, sig: &str) {
@@ -73,6 +85,20 @@ impl Turnout {
             }
             assert!(Instant::now() < deadline, "turnout did not exit");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Access lines (`request request_id=...`) among what it has written
+    /// so far, waiting up to `within` for at least `want` of them.
+    fn access_lines(&self, want: usize, within: Duration, seen: &mut usize) {
+        let deadline = Instant::now() + within;
+        while *seen < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains("INFO turnout::accounting: request request_id=") => *seen += 1,
+                Ok(_) => {}
+                Err(_) => panic!("{} access lines of {want} within {within:?}", *seen),
+            }
         }
     }
 }
@@ -218,4 +244,43 @@ async fn sighup_reloads_the_config_file() {
         assert!(Instant::now() < deadline, "reload not counted: {m}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+const QUICK: &str = "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nauth: {disabled: true}\nupstreams:\n  - {name: sim, simulate: {ttft: 1ms, chunks: 2, chunk_delay: 1ms}}\nroutes:\n  - {name: chat, models: ['*'], primary: sim}\n";
+
+/// Access lines wait per worker thread while it is busy (one write for a
+/// batch): an idle server still writes every line at once, and one stopped
+/// by SIGTERM writes all it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lines_are_written_when_idle_and_at_exit() {
+    turnout::upstream::install_crypto();
+    let path = config_file(QUICK);
+    let mut t = Turnout::start(&path);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{}/v1/chat/completions", t.addr);
+    let burst = |n: usize| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let sends = (0..n).map(|i| {
+                http.post(&url)
+                    .json(
+                        &serde_json::json!({"model": "gpt-4.1", "user": format!("u{i}"),
+                        "messages": [{"role": "user", "content": "hi"}]}),
+                    )
+                    .send()
+            });
+            for r in futures_util::future::join_all(sends).await {
+                assert_eq!(r.unwrap().status(), 200);
+            }
+        }
+    };
+    let mut seen = 0;
+    burst(40).await;
+    // No more traffic: the lines of all 40 arrive by themselves.
+    t.access_lines(40, Duration::from_secs(10), &mut seen);
+    burst(40).await;
+    t.signal("TERM");
+    assert!(t.exit_status(Duration::from_secs(20)).success());
+    t.access_lines(80, Duration::from_secs(5), &mut seen);
+    let _ = std::fs::remove_file(&path);
 }
