@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_util::future::MapOk;
 use futures_util::stream::BoxStream;
 use futures_util::TryFutureExt;
-use http_body_util::{Either, Full};
+
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;
@@ -33,10 +33,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use super::pool::{PoolError, PooledBody};
 use crate::outcome::Outcome;
 
-/// A request body for an upstream: the usual whole body (a routed request,
-/// replayed on failover), or a pass-through client's body streamed as it
-/// arrives. `Either` keeps the whole-body path free of boxing.
-pub type UpstreamBody = Either<Full<Bytes>, axum::body::Body>;
+pub use super::body::UpstreamBody;
 
 /// One upstream's keep-alive pool (HTTP/1.1, or HTTP/2 when TLS negotiates it).
 pub type HttpClient = Client<Connector, UpstreamBody>;

@@ -4,6 +4,7 @@
 //! cookies) and hop-by-hop headers never reach an upstream: only the headers on
 //! the allowlist are copied, and the upstream's own key is added.
 
+mod body;
 mod client;
 mod pool;
 

@@ -41,7 +41,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 
-use super::client::UpstreamBody;
+use super::body::UpstreamBody;
 
 /// Idle keep-alive connections are closed after this long (providers close theirs at ~60–120 s).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
