@@ -9,11 +9,12 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
+use prometheus::IntCounter;
 
 use crate::config::Config;
 
@@ -169,6 +170,10 @@ impl Lease {
 /// §3.9), per replica: governor's lock-free GCRA, a burst of one second.
 pub struct ShadowLimits {
     limiters: Vec<Option<Limiter>>,
+    /// Each route's `dropped` counter, resolved at its first refusal: at
+    /// `percentage: 100` nearly every request of a busy route is refused,
+    /// and a label lookup per request was a measurable share of it.
+    dropped: Vec<OnceLock<IntCounter>>,
 }
 
 impl ShadowLimits {
@@ -182,7 +187,17 @@ impl ShadowLimits {
                 NonZeroU32::new(rps).map(|n| RateLimiter::direct(Quota::per_second(n)))
             })
             .collect();
-        Self { limiters }
+        Self {
+            limiters,
+            dropped: cfg.routes.iter().map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Counts a refusal on route `i`; `counter` resolves its series once.
+    pub fn count_dropped(&self, route: usize, counter: impl FnOnce() -> IntCounter) {
+        if let Some(c) = self.dropped.get(route) {
+            c.get_or_init(counter).inc();
+        }
     }
 
     /// Whether route `i` may send one more shadow now (false without a

@@ -59,11 +59,13 @@ pub fn pick(app: &AppState, plan: &Plan, key: Option<&str>) -> Option<Pick> {
     if !split::in_shadow(plan.route_name(), key, cfg.percentage) {
         return None;
     }
-    if !plan.snap.base().shadow_limits.allow(plan.route.index()) {
-        app.metrics
-            .shadow_requests
-            .with_label_values(&[plan.route_name(), "dropped"])
-            .inc();
+    let limits = &plan.snap.base().shadow_limits;
+    if !limits.allow(plan.route.index()) {
+        limits.count_dropped(plan.route.index(), || {
+            app.metrics
+                .shadow_requests
+                .with_label_values(&[plan.route_name(), "dropped"])
+        });
         return None;
     }
     Some(Pick {
