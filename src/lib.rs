@@ -33,7 +33,6 @@ pub mod config;
 pub(crate) mod control;
 pub(crate) mod error;
 pub(crate) mod headers;
-pub(crate) mod in_place;
 pub(crate) mod limit;
 pub mod logfmt;
 pub mod metrics;

@@ -15,8 +15,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use crate::in_place::InPlace;
-
 /// Connection limits of a listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -117,15 +115,12 @@ async fn connection<S: HttpService>(
             svc,
         )
         .with_upgrades();
-    // The connection, its requests and their upstream connections are one
-    // task: their wakes to one another are handled in place (src/in_place.rs).
-    let conn = InPlace::new(conn);
     tokio::pin!(conn);
     tokio::select! {
         biased;
         _ = conn.as_mut() => {}
         () = stopped(&mut shutdown) => {
-            conn.as_mut().inner().graceful_shutdown();
+            conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(limits.drain, conn).await;
         }
     }
