@@ -78,11 +78,15 @@ if [ -n "${TURNOUT_BIN:-}" ] && [ -n "${LOADGEN_BIN:-}" ]; then
   cp "$TURNOUT_BIN" "$out/bin/turnout"; cp "$LOADGEN_BIN" "$out/bin/loadgen"
 else
   log "building release binaries"
-  cargo build --release --bin turnout --example loadgen >&2
   target_dir=$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-  # Copies: a concurrent build must not swap the binaries mid-run.
+  # Two builds: built with the example in one call, the proxy would carry the
+  # dev-dependencies' features (tokio's test-util clock, ...), which the
+  # binary users run does not. Copies: a concurrent build must not swap the
+  # binaries mid-run.
+  cargo build --release --bin turnout >&2
   cp "$target_dir/release/turnout" "$out/bin/turnout"
+  cargo build --release --example loadgen >&2
   cp "$target_dir/release/examples/loadgen" "$out/bin/loadgen"
 fi
 if [ -n "${TURNOUT_BASELINE_BIN:-}" ]; then
