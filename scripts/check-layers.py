@@ -60,7 +60,7 @@ from pathlib import Path
 # The layer table, lowest first. A module may import from its own layer
 # (without a cycle) and from any lower layer, never from a higher one.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundation", ["config", "error", "metrics", "logfmt", "headers", "outcome", "openai", "serve", "mock", "budget"]),
+    ("foundation", ["config", "error", "metrics", "logfmt", "headers", "outcome", "openai", "serve", "mock", "budget", "alloc"]),
     ("clients and identity", ["upstream", "auth", "limit", "accounting", "otel", "audit"]),
     ("routing", ["routing"]),
     ("control", ["control"]),

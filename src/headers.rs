@@ -15,13 +15,48 @@ pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id
 /// proxy path (`x-request-id` is the provider's when it sent one).
 pub static TURNOUT_REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-turnout-request-id");
 
+/// `x-turnout-attempts` values for the usual counts, shared instead of
+/// formatted into a new buffer for every answer.
+static SMALL_COUNTS: [HeaderValue; 10] = [
+    HeaderValue::from_static("0"),
+    HeaderValue::from_static("1"),
+    HeaderValue::from_static("2"),
+    HeaderValue::from_static("3"),
+    HeaderValue::from_static("4"),
+    HeaderValue::from_static("5"),
+    HeaderValue::from_static("6"),
+    HeaderValue::from_static("7"),
+    HeaderValue::from_static("8"),
+    HeaderValue::from_static("9"),
+];
+
 /// Adds the `x-turnout-*` headers to an answer of the proxy path.
 pub fn decorate(h: &mut HeaderMap, upstream: Option<&str>, attempts: u32, request_id: &str) {
     if let Some(name) = upstream.and_then(|n| HeaderValue::from_str(n).ok()) {
         h.insert(UPSTREAM_HEADER.clone(), name);
     }
-    h.insert(ATTEMPTS_HEADER.clone(), HeaderValue::from(attempts));
+    let attempts = match SMALL_COUNTS.get(attempts as usize) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(attempts),
+    };
+    h.insert(ATTEMPTS_HEADER.clone(), attempts);
     if let Ok(id) = HeaderValue::from_str(request_id) {
         h.insert(TURNOUT_REQUEST_ID_HEADER.clone(), id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_are_written_as_decimal_whether_shared_or_formatted() {
+        for n in [0, 1, 9, 10, 11, 123, u32::MAX] {
+            let mut h = HeaderMap::new();
+            decorate(&mut h, Some("up-a"), n, "req-1");
+            assert_eq!(h[&ATTEMPTS_HEADER], n.to_string().as_str());
+            assert_eq!(h[&UPSTREAM_HEADER], "up-a");
+            assert_eq!(h[&TURNOUT_REQUEST_ID_HEADER], "req-1");
+        }
     }
 }

@@ -13,7 +13,7 @@
 //! | 3 control | [`control`] | the single writer of the snapshot's table: health, splits, rollbacks, split store, alerts |
 //! | 2 routing | [`routing`] | typed ids, the pure split, the routing table, the live [`Snapshot`](routing::Snapshot) |
 //! | 1 clients | [`upstream`] · [`auth`] · [`limit`] · [`accounting`] · [`audit`] · [`otel`] | upstream HTTP clients, client keys, rate limits, what a finished request counts, the audit log, the OTLP span exporter |
-//! | 0 foundation | [`config`] · [`error`] · [`metrics`] · [`outcome`] · [`headers`] · [`openai`] · [`budget`] · [`logfmt`] · [`serve`] · [`mock`] | used by all; import nothing above |
+//! | 0 foundation | [`config`] · [`error`] · [`metrics`] · [`outcome`] · [`headers`] · [`openai`] · [`budget`] · [`logfmt`] · [`serve`] · [`mock`] · [`alloc`] | used by all; import nothing above |
 //!
 //! One request: [`request::gate`] loads the [`Snapshot`](routing::Snapshot)
 //! once and the request carries it to its end; [`request::plan`] picks the
@@ -25,6 +25,7 @@
 //! ([`request::http`]) and WebSocket ([`request::ws`]) differ only at their
 //! edges.
 pub(crate) mod accounting;
+pub mod alloc;
 pub mod app;
 pub mod audit;
 pub(crate) mod auth;

@@ -56,9 +56,11 @@ enum Command {
 }
 
 /// mimalloc instead of glibc's malloc: allocation and free were ~14 % of the
-/// CPU of a proxied request under glibc (perf; docs/benchmarks.md).
+/// CPU of a proxied request under glibc (perf; docs/benchmarks.md); called
+/// through [`turnout::alloc::Allocator`], which skips mimalloc's aligned
+/// entry where plain allocation is aligned enough.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: turnout::alloc::Allocator = turnout::alloc::Allocator;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

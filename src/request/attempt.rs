@@ -218,15 +218,17 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
         // The first-token limit runs once, from the attempt's start to the
         // commit point (headers included).
         let commit_by = deadline.min(start + limit);
-        let headers = visible_headers(rsp.headers(), false);
+        let (parts, body) = rsp.into_parts();
+        let headers = visible_headers(parts.headers, false);
         let scan = StreamScan::new(a.protocol, a.want_usage);
-        return prefetch(status, headers, rsp.into_body(), scan, commit_by).await;
+        return prefetch(status, headers, body, scan, commit_by).await;
     }
     // A body declared (or defaulting to) JSON must be JSON; other types (audio,
     // text) pass through unchecked.
     let json = content_type.is_empty() || content_type.contains("json");
-    let headers = visible_headers(rsp.headers(), false);
-    let body = match tokio::time::timeout_at(deadline, read_body(rsp.into_body())).await {
+    let (parts, body) = rsp.into_parts();
+    let headers = visible_headers(parts.headers, false);
+    let body = match tokio::time::timeout_at(deadline, read_body(body)).await {
         Err(_) => return Err(AttemptError::new(Outcome::Timeout)),
         Ok(Err(outcome)) => return Err(AttemptError::new(outcome)),
         Ok(Ok(b)) => b,
@@ -286,10 +288,11 @@ pub async fn passthrough(
             return Err(e);
         }
     }
+    let (parts, body) = rsp.into_parts();
     Ok(Served::Raw {
         status,
-        headers: visible_headers(rsp.headers(), true),
-        body: rsp.into_body().into_data_stream().boxed(),
+        headers: visible_headers(parts.headers, true),
+        body: body.into_data_stream().boxed(),
     })
 }
 

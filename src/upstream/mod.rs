@@ -47,6 +47,10 @@ pub struct Upstream {
     pub timeouts: TimeoutsConfig,
     /// USD per 1M tokens by model (`*` = default).
     pub pricing: HashMap<String, PriceConfig>,
+    /// `pricing["*"]`, kept apart: a finished request prices its serving and
+    /// its primary upstream, and with only a default price that is no hash
+    /// of the model name at all.
+    price_default: Option<PriceConfig>,
 }
 
 /// One entry point of an upstream.
@@ -166,6 +170,7 @@ impl Upstream {
             model_map: cfg.model_map.clone().into_iter().collect(),
             timeouts: cfg.timeouts.clone(),
             pricing: cfg.pricing.clone().into_iter().collect(),
+            price_default: cfg.pricing.get("*").copied(),
         })
     }
 
@@ -236,10 +241,11 @@ impl Upstream {
 
     /// Price of a model here (exact name, else `*`).
     pub fn price(&self, model: &str) -> Option<PriceConfig> {
-        self.pricing
-            .get(model)
-            .or_else(|| self.pricing.get("*"))
-            .copied()
+        let named = self.pricing.len() - usize::from(self.price_default.is_some());
+        if named == 0 {
+            return self.price_default;
+        }
+        self.pricing.get(model).copied().or(self.price_default)
     }
 }
 
@@ -312,10 +318,43 @@ pub fn client_visible(name: &HeaderName, length: bool) -> bool {
     ) && (length || name != header::CONTENT_LENGTH)
 }
 
-/// The client-visible subset of an upstream's response headers.
-pub fn visible_headers(h: &HeaderMap, length: bool) -> HeaderMap {
+/// The client-visible subset of an upstream's response headers, made in
+/// place: the few names a client must not see are removed from the map the
+/// upstream's answer already built, rather than every other header being
+/// hashed and copied into a new one (a provider sends 10–20 headers, of
+/// which one or two, `date` and `server`, are dropped).
+pub fn visible_headers(mut h: HeaderMap, length: bool) -> HeaderMap {
+    /// Names removed without a second pass; more than this (never seen from
+    /// a real provider) rebuilds the map.
+    const FEW: usize = 8;
+    let mut hidden: [Option<HeaderName>; FEW] = Default::default();
+    let mut n = 0;
+    {
+        // Headers the upstream named in `Connection` are hop-by-hop too.
+        let named = h.get(header::CONNECTION).and_then(|v| v.to_str().ok());
+        for k in h.keys() {
+            let listed = named.is_some_and(|c| {
+                c.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case(k.as_str()))
+            });
+            if !client_visible(k, length) || listed {
+                if n == FEW {
+                    return rebuilt(&h, length);
+                }
+                hidden[n] = Some(k.clone());
+                n += 1;
+            }
+        }
+    }
+    for name in hidden.iter().take(n).flatten() {
+        h.remove(name);
+    }
+    h
+}
+
+/// [`visible_headers`] by copying what is kept into a new map.
+fn rebuilt(h: &HeaderMap, length: bool) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(h.len());
-    // Headers the upstream named in `Connection` are hop-by-hop too.
     let named = h.get(header::CONNECTION).and_then(|v| v.to_str().ok());
     for (k, v) in h {
         let listed = named.is_some_and(|c| {
@@ -378,14 +417,29 @@ mod tests {
             v.sort();
             v
         };
-        assert_eq!(
-            names(visible_headers(&h, false)),
-            [
-                "openai-organization",
-                "x-ratelimit-remaining-requests",
-                "x-request-id"
-            ]
-        );
-        assert!(visible_headers(&h, true).contains_key("content-length"));
+        let kept = [
+            "openai-organization",
+            "x-ratelimit-remaining-requests",
+            "x-request-id",
+        ];
+        assert_eq!(names(visible_headers(h.clone(), false)), kept);
+        assert_eq!(names(rebuilt(&h, false)), kept);
+        assert!(visible_headers(h.clone(), true).contains_key("content-length"));
+        // Past the in-place limit: the map is rebuilt, with the same result.
+        let mut many = h.clone();
+        for i in 0..10 {
+            let name = HeaderName::from_bytes(format!("x-gone-{i}").as_bytes()).unwrap();
+            many.append(name.clone(), HeaderValue::from_static("1"));
+            let listed = format!("{}, {name}", many[header::CONNECTION].to_str().unwrap());
+            many.insert(header::CONNECTION, HeaderValue::from_str(&listed).unwrap());
+        }
+        assert_eq!(names(visible_headers(many, false)), kept);
+        // Repeated values of a kept name all stay; of a dropped one all go.
+        let mut twice = h.clone();
+        twice.append("x-request-id", HeaderValue::from_static("req_2"));
+        twice.append("set-cookie", HeaderValue::from_static("c=d"));
+        let out = visible_headers(twice, false);
+        assert_eq!(out.get_all("x-request-id").iter().count(), 2);
+        assert!(!out.contains_key("set-cookie"));
     }
 }
