@@ -268,10 +268,9 @@ fn format_access_line(out: &mut String, target: &str, l: &AccessLine<'_>) -> fmt
     out.push_str("  INFO ");
     out.push_str(target);
     out.push_str(": request");
+    // Each key is written with its leading space and `=` in one copy.
     let text = |out: &mut String, key: &str, v: &str| -> fmt::Result {
-        out.push(' ');
         out.push_str(key);
-        out.push('=');
         if needs_quotes(v) {
             write!(out, "{v:?}")
         } else {
@@ -280,21 +279,19 @@ fn format_access_line(out: &mut String, target: &str, l: &AccessLine<'_>) -> fmt
         }
     };
     let num = |out: &mut String, key: &str, v: u64| {
-        out.push(' ');
         out.push_str(key);
-        out.push('=');
         out.push_str(itoa::Buffer::new().format(v));
     };
-    text(out, "request_id", l.request_id)?;
-    text(out, "route", l.route)?;
-    text(out, "upstream", l.upstream)?;
-    num(out, "attempts", u64::from(l.attempts));
-    num(out, "status", u64::from(l.status));
-    num(out, "latency_ms", l.latency_ms);
-    num(out, "prompt_tokens", l.prompt_tokens);
-    num(out, "completion_tokens", l.completion_tokens);
-    text(out, "transport", l.transport)?;
-    text(out, "stream_error", l.stream_error)?;
+    text(out, " request_id=", l.request_id)?;
+    text(out, " route=", l.route)?;
+    text(out, " upstream=", l.upstream)?;
+    num(out, " attempts=", u64::from(l.attempts));
+    num(out, " status=", u64::from(l.status));
+    num(out, " latency_ms=", l.latency_ms);
+    num(out, " prompt_tokens=", l.prompt_tokens);
+    num(out, " completion_tokens=", l.completion_tokens);
+    text(out, " transport=", l.transport)?;
+    text(out, " stream_error=", l.stream_error)?;
     out.push('\n');
     Ok(())
 }

@@ -592,10 +592,13 @@ def hold(ctx, t, body_slow, count, fresh_base=None):
     return report
 
 
+def measure_saturation(ctx, t, bodies):
+    log(f"{t.name}: saturation")
+    return {"saturation": saturation(ctx, t, bodies["fast"])}
+
+
 def measure_target(ctx, t, bodies):
     res = {}
-    log(f"{t.name}: saturation")
-    res["saturation"] = saturation(ctx, t, bodies["fast"])
     for rate in (200, 1000):
         log(f"{t.name}: {rate} req/s")
         res[f"rate_{rate}"] = fixed_rate(ctx, t, bodies["fast"], rate)
@@ -959,20 +962,26 @@ def main():
     rounds = []
     for i in range(ctx.rounds):
         log(f"round {i + 1} of {ctx.rounds}")
-        r = {}
-        for name in targets:
-            t = classes[name](ctx)
-            try:
-                t.start()
-                for s in ("fast", "stream"):
-                    wait_ok(t.url(s), open(bodies[s], "rb").read(), proc=t.proc)
-                r[name] = measure_target(ctx, t, bodies)
-            except Exception as e:  # noqa: BLE001 (one target failing must not stop the rest)
-                log(f"{name}: failed: {e}")
-                r[name] = {"error": str(e)}
-            finally:
-                t.stop()
-                time.sleep(2)
+        r = {name: {} for name in targets}
+        # Saturation (throughput and CPU per request) of every target back to
+        # back first, then the rest: the ratios to nginx compare runs seconds
+        # apart, not minutes, and a VM's speed drifts over minutes.
+        for phase in (measure_saturation, measure_target):
+            for name in targets:
+                if "error" in r[name]:
+                    continue
+                t = classes[name](ctx)
+                try:
+                    t.start()
+                    for s in ("fast", "stream"):
+                        wait_ok(t.url(s), open(bodies[s], "rb").read(), proc=t.proc)
+                    r[name].update(phase(ctx, t, bodies))
+                except Exception as e:  # noqa: BLE001 (one target failing must not stop the rest)
+                    log(f"{name}: failed: {e}")
+                    r[name]["error"] = str(e)
+                finally:
+                    t.stop()
+                    time.sleep(2)
         rounds.append(r)
         with open(os.path.join(ctx.out, "results.json"), "w") as f:
             json.dump({"rounds": rounds}, f, indent=1)

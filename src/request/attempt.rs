@@ -23,6 +23,7 @@ use hyper::body::Body;
 use tokio::time::Instant;
 
 use super::protocol::{Protocol, Stop, StreamScan};
+use crate::headers::names_json;
 use crate::openai::{self, Usage};
 use crate::outcome::Outcome;
 use crate::routing::{Snapshot, UpstreamId};
@@ -225,7 +226,7 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
     }
     // A body declared (or defaulting to) JSON must be JSON; other types (audio,
     // text) pass through unchecked.
-    let json = content_type.is_empty() || content_type.contains("json");
+    let json = content_type.is_empty() || names_json(content_type);
     let (parts, body) = rsp.into_parts();
     let headers = visible_headers(parts.headers, false);
     let body = match tokio::time::timeout_at(deadline, read_body(body)).await {

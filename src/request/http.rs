@@ -29,7 +29,7 @@ use super::walk::AttemptRecord;
 use crate::accounting::Transport;
 use crate::auth::ClientIdentity;
 use crate::error::ApiError;
-use crate::headers::{decorate, REQUEST_ID_HEADER};
+use crate::headers::{decorate, names_json, REQUEST_ID_HEADER};
 use crate::openai::{self, form, RequestFacts};
 use crate::routing::Snapshot;
 use crate::state::AppState;
@@ -87,7 +87,7 @@ pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response 
             Ok(Form::Routed(body, facts)) => (body, facts),
             Ok(Form::Pass(body)) => return pass(fin, snap, &parts, suffix, body).await,
         }
-    } else if content_type.is_empty() || content_type.contains("json") {
+    } else if content_type.is_empty() || names_json(content_type) {
         let body = match read_body(body, &parts.headers, limit).await {
             Ok(b) => b,
             Err(e) => return reject(&fin, e, ""),
