@@ -229,20 +229,23 @@ impl Control {
     /// [`MAX_BATCH`]): under load one wake of this task takes many requests'
     /// outcomes, and the snapshot is published once for all of them, not
     /// once per request. True when the snapshot must be republished.
+    /// The batch shares one reading of the clock: its events were queued
+    /// within the same wake.
     fn apply_batch(&mut self, first: Event) -> bool {
-        let mut changed = self.apply(first);
+        let now = Instant::now();
+        let mut changed = self.apply(first, now);
         for _ in 0..MAX_BATCH {
             match self.rx.try_recv() {
-                Ok(ev) => changed |= self.apply(ev),
+                Ok(ev) => changed |= self.apply(ev, now),
                 Err(_) => break,
             }
         }
         changed
     }
 
-    /// Applies one event; true when the snapshot must be republished.
-    pub fn apply(&mut self, ev: Event) -> bool {
-        let now = Instant::now();
+    /// Applies one event at `now`; true when the snapshot must be
+    /// republished.
+    fn apply(&mut self, ev: Event, now: Instant) -> bool {
         match ev {
             Event::Probe {
                 probe,
@@ -275,7 +278,7 @@ impl Control {
                 }
                 flipped
             }
-            ev @ Event::Outcome { .. } => self.on_outcome(ev),
+            ev @ Event::Outcome { .. } => self.on_outcome(ev, now),
             Event::Cohort {
                 route,
                 target,
@@ -327,7 +330,7 @@ impl Control {
 
     /// A live outcome: the endpoint's health (a 429 cools every endpoint:
     /// one key, one account), the upstream's, and the split target's watch.
-    fn on_outcome(&mut self, ev: Event) -> bool {
+    fn on_outcome(&mut self, ev: Event, now: Instant) -> bool {
         let Event::Outcome {
             upstream,
             endpoint,
@@ -340,7 +343,6 @@ impl Control {
         else {
             return false;
         };
-        let now = Instant::now();
         let i = upstream.index();
         let verdict = Verdict::of(outcome, retry_after, self.base.cfg.failover.retry_after_max);
         let before = self.health[i].state();
@@ -372,7 +374,7 @@ impl Control {
             changed |= self.roll_back_routes_targeting(upstream);
         }
         if in_split && !outcome.excludes_upstream() {
-            changed |= self.watch_target(route, upstream, outcome.is_ok(), ttfb);
+            changed |= self.watch_target(route, upstream, outcome.is_ok(), ttfb, now);
         }
         changed
     }

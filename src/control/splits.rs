@@ -166,6 +166,7 @@ impl Control {
         upstream: UpstreamId,
         ok: bool,
         ttfb: Option<Duration>,
+        now: Instant,
     ) -> bool {
         let i = route.index();
         let is_target = self.base.routes[i]
@@ -179,7 +180,7 @@ impl Control {
         }
         let reason = self.splits.watches[i]
             .as_mut()
-            .and_then(|w| w.observe(ok, ttfb, Instant::now()));
+            .and_then(|w| w.observe(ok, ttfb, now));
         match reason {
             Some(reason) => {
                 self.set_share(route, 0.0, Trigger::Auto, Some(reason), None);

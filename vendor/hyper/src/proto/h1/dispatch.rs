@@ -145,7 +145,8 @@ where
         cx: &mut Context<'_>,
         should_shutdown: bool,
     ) -> Poll<crate::Result<Dispatched>> {
-        T::update_date();
+        // Turnout: no `T::update_date()` here; the server's head encoder
+        // checks the cached date when it writes one (`role.rs`).
 
         ready!(self.poll_loop(cx))?;
 

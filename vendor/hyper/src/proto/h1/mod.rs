@@ -52,8 +52,8 @@ pub(crate) trait Http1Transaction {
     fn should_read_first() -> bool {
         Self::is_server()
     }
-
-    fn update_date() {}
+    // Turnout: `update_date` removed; the server's head encoder checks the
+    // cached date itself (`role.rs`).
 }
 
 /// Result newtype for `Http1Transaction::parse`.
