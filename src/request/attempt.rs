@@ -205,7 +205,7 @@ async fn send(up: &Upstream, a: Attempt) -> Result<Served, AttemptError> {
         up.timeouts.headers
     };
     let deadline = start + up.timeouts.total;
-    let rsp = response_head(req, limit.min(up.timeouts.total)).await?;
+    let rsp = response_head(req, start + limit.min(up.timeouts.total)).await?;
     let status = rsp.status();
     if let Some(e) = classify(status, rsp.headers()) {
         return Err(e);
@@ -282,7 +282,8 @@ pub async fn passthrough(
         Ok(r) => r,
         Err(_) => return Err(AttemptError::new(Outcome::InvalidUrl)),
     };
-    let rsp = response_head(req, up.timeouts.headers.min(up.timeouts.total)).await?;
+    let by = Instant::now() + up.timeouts.headers.min(up.timeouts.total);
+    let rsp = response_head(req, by).await?;
     let status = rsp.status();
     if retryable && matches!(status.as_u16(), 408 | 429 | 500..=599) {
         if let Some(e) = classify(status, rsp.headers()) {
@@ -297,12 +298,12 @@ pub async fn passthrough(
     })
 }
 
-/// Waits (at most `limit`) for a response head.
+/// Waits (until `by` at the latest) for a response head.
 async fn response_head(
     req: crate::upstream::ResponseFuture,
-    limit: Duration,
+    by: Instant,
 ) -> Result<axum::http::Response<ResponseBody>, AttemptError> {
-    match tokio::time::timeout(limit, req).await {
+    match tokio::time::timeout_at(by, req).await {
         Err(_) => Err(AttemptError::new(Outcome::Timeout)),
         Ok(Err(e)) => {
             let mut err = AttemptError::new(crate::upstream::send_error_outcome(&e));
