@@ -11,7 +11,7 @@ mod queue;
 pub mod report;
 mod writer;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,6 +28,11 @@ use crate::config::AuditConfig;
 /// 100,000 requests a second, twice the interval.
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(50);
 
+/// The longest a shutdown waits for the writer to put the queued lines on
+/// disk: a hung disk or network file system must not keep the process from
+/// exiting (the lines still queued then are lost, and the log says so).
+pub const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 /// Cheap handle to the audit queue.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -38,7 +43,14 @@ pub struct AuditLog {
 /// The queue and the writer thread, closed when the last handle goes.
 struct Shared {
     queue: Arc<queue::Queue>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: Mutex<Option<Writer>>,
+}
+
+/// The writer thread, and the channel it drops when it ends (a join has no
+/// timeout; a receive does).
+struct Writer {
+    thread: JoinHandle<()>,
+    ended: mpsc::Receiver<()>,
 }
 
 impl Drop for Shared {
@@ -62,13 +74,17 @@ impl AuditLog {
         let queue = Arc::new(queue::Queue::new(cfg.queue));
         let w = writer::Writer::new(cfg.clone());
         let q = queue.clone();
-        let writer = std::thread::Builder::new()
+        let (end, ended) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
             .name("turnout-audit".into())
-            .spawn(move || w.run(&q, interval))?;
+            .spawn(move || {
+                let _end = end;
+                w.run(&q, interval);
+            })?;
         Ok(Self {
             shared: Arc::new(Shared {
                 queue,
-                writer: Mutex::new(Some(writer)),
+                writer: Mutex::new(Some(Writer { thread, ended })),
             }),
             dropped,
         })
@@ -83,9 +99,16 @@ impl AuditLog {
     }
 
     /// Shutdown: refuses further lines, and returns once the lines queued
-    /// so far are written and flushed (the writer's pause is cut short).
-    /// Blocks the calling thread on the disk.
+    /// so far are written and flushed (the writer's pause is cut short), or
+    /// after [`CLOSE_WAIT`] if the disk does not take them.
     pub fn close(&self) {
+        self.close_within(CLOSE_WAIT);
+    }
+
+    /// [`AuditLog::close`], waiting at most `limit` for the disk; false
+    /// when the writer had not finished by then (it is left behind, and
+    /// the lines it still holds are lost).
+    fn close_within(&self, limit: Duration) -> bool {
         self.shared.queue.close();
         let writer = self
             .shared
@@ -93,8 +116,22 @@ impl AuditLog {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(w) = writer {
-            let _ = w.join();
+        let Some(w) = writer else {
+            return true;
+        };
+        match w.ended.recv_timeout(limit) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::error!(
+                    waited = ?limit,
+                    "audit log: the writer did not finish writing the queued lines; exiting without them"
+                );
+                false
+            }
+            // Dropped: the thread has returned (or panicked); the join is immediate.
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = w.thread.join();
+                true
+            }
         }
     }
 }
@@ -195,5 +232,39 @@ mod tests {
         log.close();
         assert_eq!(written(&path), (0..=1000).collect::<Vec<_>>());
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// A disk that never takes the lines (a FIFO nobody reads: the writer's
+    /// open blocks, as on a hung network file system) cannot hold up the
+    /// shutdown past its limit; once it takes them, the writer finishes.
+    #[cfg(unix)]
+    #[test]
+    fn close_gives_up_on_a_disk_that_does_not_take_the_lines() {
+        let dir = std::env::temp_dir().join(format!("turnout-auditfifo-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.jsonl");
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: mkfifo is not available");
+            return;
+        }
+        let cfg = AuditConfig {
+            path: path.clone(),
+            max_bytes: 100_000_000,
+            keep: 1,
+            queue: 10,
+        };
+        let dropped = IntCounter::new("dropped", "dropped").unwrap();
+        let log = AuditLog::start_with(&cfg, dropped, BATCH_INTERVAL).unwrap();
+        log.send(AuditLine::sample(7));
+        let start = Instant::now();
+        assert!(!log.close_within(Duration::from_millis(200)));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // A reader at last: the blocked open returns, the line is written,
+        // and the writer ends (closing its end: the read sees the end).
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(v["latency_ms"], 7);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

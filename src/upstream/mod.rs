@@ -333,11 +333,7 @@ pub fn visible_headers(mut h: HeaderMap, length: bool) -> HeaderMap {
         // Headers the upstream named in `Connection` are hop-by-hop too.
         let named = h.get(header::CONNECTION).and_then(|v| v.to_str().ok());
         for k in h.keys() {
-            let listed = named.is_some_and(|c| {
-                c.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case(k.as_str()))
-            });
-            if !client_visible(k, length) || listed {
+            if !client_visible(k, length) || hop_listed(named, k) {
                 if n == FEW {
                     return rebuilt(&h, length);
                 }
@@ -357,15 +353,20 @@ fn rebuilt(h: &HeaderMap, length: bool) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(h.len());
     let named = h.get(header::CONNECTION).and_then(|v| v.to_str().ok());
     for (k, v) in h {
-        let listed = named.is_some_and(|c| {
-            c.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(k.as_str()))
-        });
-        if client_visible(k, length) && !listed {
+        if client_visible(k, length) && !hop_listed(named, k) {
             out.append(k.clone(), v.clone());
         }
     }
     out
+}
+
+/// Whether the upstream's `Connection` header (`named`) lists `k`: then `k`
+/// is hop-by-hop too (RFC 9110 §7.6.1).
+fn hop_listed(named: Option<&str>, k: &HeaderName) -> bool {
+    named.is_some_and(|c| {
+        c.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(k.as_str()))
+    })
 }
 
 #[cfg(test)]
