@@ -19,7 +19,10 @@
 //! `mi_malloc`; any other (a cache-padded task cell, alignment 128) to the
 //! aligned entry. Freeing is the same `mi_free` either way.
 
-#![allow(unsafe_code)]
+#![expect(
+    unsafe_code,
+    reason = "a global allocator is an unsafe trait over raw pointers; the only unsafe in the crate"
+)]
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
