@@ -66,9 +66,10 @@ pub struct AuditAttempt {
 
 impl AuditLine {
     /// Appends the line as JSON, byte for byte what its `Serialize` gives
-    /// (a test holds them together), without going through serde: the
-    /// writer thread shares a core with requests, and serde_json escapes
-    /// every key of every line (half of its ~7,000 instructions a line).
+    /// (a test holds them together), without going through serde: it runs
+    /// on the request's thread ([`super::AuditLog::send`]), and serde_json
+    /// escapes every key of every line (half of its ~7,000 instructions a
+    /// line).
     /// Field names are written as constants; values are escaped by serde_json
     /// only when they hold a byte JSON escapes.
     pub fn write_json(&self, out: &mut Vec<u8>) {

@@ -1,6 +1,7 @@
 //! The audit log (PRODUCT.md §3.11): one JSON line per finished request,
-//! written by a thread of its own from a bounded queue, so that a request
-//! never waits on the disk and a write error never fails one. A full queue
+//! formatted by the request's thread and written by a thread of its own
+//! from a bounded queue, so that a request never waits on the disk and a
+//! write error never fails one. A full queue
 //! drops the line and counts it (`turnout_audit_dropped_total`). The writer
 //! takes the queue in batches, one per [`BATCH_INTERVAL`] while there is
 //! traffic ([`queue`] says why). The file is rotated by size: `path` →
@@ -11,6 +12,7 @@ mod queue;
 pub mod report;
 mod writer;
 
+use std::cell::RefCell;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -32,6 +34,10 @@ pub const BATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// disk: a hung disk or network file system must not keep the process from
 /// exiting (the lines still queued then are lost, and the log says so).
 pub const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// The most a thread's line buffer keeps between lines (a line is ~400
+/// bytes).
+const SCRATCH_KEEP: usize = 16 * 1024;
 
 /// Cheap handle to the audit queue.
 #[derive(Clone)]
@@ -91,9 +97,27 @@ impl AuditLog {
     }
 
     /// Queues a line without waiting; a full queue drops it (counted), as
-    /// does a closed one.
+    /// does a closed one. The line is formatted here, on the caller's
+    /// thread, into a buffer that thread keeps: what the line holds is
+    /// freed where it was allocated, and the writer only copies bytes.
     pub fn send(&self, line: AuditLine) {
-        if !self.shared.queue.push(line) {
+        thread_local! {
+            static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        let queued = SCRATCH.with(|s| {
+            let mut buf = s.borrow_mut();
+            buf.clear();
+            line.write_json(&mut buf);
+            buf.push(b'\n');
+            let queued = self.shared.queue.push(&buf);
+            // A rare huge line (a client's very long model name) does not
+            // keep its room in every thread for the process's life.
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            queued
+        });
+        if !queued {
             self.dropped.inc();
         }
     }
@@ -231,6 +255,22 @@ mod tests {
         assert_eq!(dropped.get(), 10);
         log.close();
         assert_eq!(written(&path), (0..=1000).collect::<Vec<_>>());
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_huge_line_is_written_whole_between_ordinary_ones() {
+        let (log, path, dropped) = started(BATCH_INTERVAL);
+        log.send(AuditLine::sample(0));
+        let mut huge = AuditLine::sample(1);
+        huge.model = Some("m".repeat(100_000));
+        log.send(huge);
+        log.send(AuditLine::sample(2));
+        log.close();
+        assert_eq!(written(&path), vec![0, 1, 2]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().nth(1).unwrap().contains(&"m".repeat(100_000)));
+        assert_eq!(dropped.get(), 0);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

@@ -1,17 +1,20 @@
-//! The bounded queue between requests and the audit writer.
+//! The bounded queue between requests and the audit writer: lines already
+//! formatted, appended to one byte buffer.
 //!
 //! Not a channel: a channel wakes its receiver on every line, and on a
 //! busy proxy that is a futex call and a context switch per request (on a
 //! single core, the request path pays for both). Here the writer takes the
-//! whole queue at once and then pauses for an interval before looking
+//! whole buffer at once and then pauses for an interval before looking
 //! again; only a writer that found the queue empty waits on the condvar,
 //! and only the line that ends that wait notifies it. While requests keep
-//! coming, a line costs an uncontended lock and a push.
+//! coming, a line costs an uncontended lock and a copy of its bytes.
+//!
+//! Lines arrive formatted (by the request's own thread, into a buffer of
+//! that thread's): nothing allocated for a line is freed on the writer's
+//! thread, and the writer only copies bytes to the file.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-
-use super::AuditLine;
 
 pub(super) struct Queue {
     pending: Mutex<Pending>,
@@ -20,7 +23,10 @@ pub(super) struct Queue {
 }
 
 struct Pending {
-    lines: Vec<AuditLine>,
+    /// Whole lines, each ending in `\n`.
+    bytes: Vec<u8>,
+    /// How many lines `bytes` holds (the cap counts lines).
+    lines: usize,
     /// The writer waits for a line (it found the queue empty).
     waiting: bool,
     /// No line is taken any more; the writer writes what it holds and ends.
@@ -31,7 +37,8 @@ impl Queue {
     pub(super) fn new(cap: usize) -> Self {
         Self {
             pending: Mutex::new(Pending {
-                lines: Vec::new(),
+                bytes: Vec::new(),
+                lines: 0,
                 waiting: false,
                 closed: false,
             }),
@@ -40,21 +47,22 @@ impl Queue {
         }
     }
 
-    /// A poisoned lock only means a thread panicked holding it; the lines
-    /// are still whole (a push or a swap), so the queue goes on.
+    /// A poisoned lock only means a thread panicked holding it; the bytes
+    /// are still whole lines (an append or a swap), so the queue goes on.
     fn lock(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a line; false when the queue is full or closed (the caller
-    /// counts the drop). Never blocks on the writer: it holds the lock only
-    /// to swap the queue out.
-    pub(super) fn push(&self, line: AuditLine) -> bool {
+    /// Queues one line (its bytes, `\n` included); false when the queue is
+    /// full or closed (the caller counts the drop). Never blocks on the
+    /// writer: it holds the lock only to swap the buffer out.
+    pub(super) fn push(&self, line: &[u8]) -> bool {
         let mut p = self.lock();
-        if p.closed || p.lines.len() >= self.cap {
+        if p.closed || p.lines >= self.cap {
             return false;
         }
-        p.lines.push(line);
+        p.bytes.extend_from_slice(line);
+        p.lines += 1;
         let wake = std::mem::take(&mut p.waiting);
         drop(p);
         if wake {
@@ -67,14 +75,15 @@ impl Queue {
     /// closed, then swaps every queued line into `into` (empty; its
     /// capacity becomes the queue's, so a steady load allocates nothing).
     /// True once closed: what `into` holds is the last of it.
-    pub(super) fn take(&self, into: &mut Vec<AuditLine>) -> bool {
+    pub(super) fn take(&self, into: &mut Vec<u8>) -> bool {
         let mut p = self.lock();
-        while p.lines.is_empty() && !p.closed {
+        while p.lines == 0 && !p.closed {
             p.waiting = true;
             p = self.wake.wait(p).unwrap_or_else(PoisonError::into_inner);
         }
         p.waiting = false;
-        std::mem::swap(&mut p.lines, into);
+        p.lines = 0;
+        std::mem::swap(&mut p.bytes, into);
         p.closed
     }
 

@@ -36,16 +36,17 @@ impl Writer {
     /// After the close, the lines still queued are written before it ends.
     pub(super) fn run(mut self, queue: &Queue, interval: Duration) {
         let mut batch = Vec::new();
-        let mut buf = Vec::with_capacity(1024);
         loop {
             let closed = queue.take(&mut batch);
-            for line in batch.drain(..) {
-                buf.clear();
-                line.write_json(&mut buf);
-                buf.push(b'\n');
-                let r = self.write(&buf);
+            // Line by line: the file rotates between lines, never inside one.
+            let mut rest = &batch[..];
+            while let Some(end) = memchr::memchr(b'\n', rest) {
+                let (line, after) = rest.split_at(end + 1);
+                rest = after;
+                let r = self.write(line);
                 self.check(r);
             }
+            batch.clear();
             // What was taken is on disk for readers before the pause.
             let r = self.file.as_mut().map_or(Ok(()), |f| f.flush());
             self.check(r);
@@ -157,7 +158,10 @@ mod tests {
         };
         let queue = Queue::new(100);
         for i in 0..60 {
-            assert!(queue.push(AuditLine::sample(i)));
+            let mut line = Vec::new();
+            AuditLine::sample(i).write_json(&mut line);
+            line.push(b'\n');
+            assert!(queue.push(&line));
         }
         queue.close();
         Writer::new(cfg).run(&queue, Duration::from_millis(50));
