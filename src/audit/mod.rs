@@ -171,15 +171,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("turnout-auditq-{}", fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.jsonl");
-        let cfg = AuditConfig {
-            path: path.clone(),
+        let dropped = IntCounter::new("dropped", "dropped").unwrap();
+        let log = AuditLog::start_with(&config(&path, 1000), dropped.clone(), interval).unwrap();
+        (log, path, dropped)
+    }
+
+    /// An audit file at `path` that never rotates in a test.
+    fn config(path: &Path, queue: usize) -> AuditConfig {
+        AuditConfig {
+            path: path.to_path_buf(),
             max_bytes: 100_000_000,
             keep: 1,
-            queue: 1000,
-        };
-        let dropped = IntCounter::new("dropped", "dropped").unwrap();
-        let log = AuditLog::start_with(&cfg, dropped.clone(), interval).unwrap();
-        (log, path, dropped)
+            queue,
+        }
     }
 
     /// The `latency_ms` of every whole line written, in order (a read may
@@ -288,14 +292,8 @@ mod tests {
             eprintln!("skipped: mkfifo is not available");
             return;
         }
-        let cfg = AuditConfig {
-            path: path.clone(),
-            max_bytes: 100_000_000,
-            keep: 1,
-            queue: 10,
-        };
         let dropped = IntCounter::new("dropped", "dropped").unwrap();
-        let log = AuditLog::start_with(&cfg, dropped, BATCH_INTERVAL).unwrap();
+        let log = AuditLog::start_with(&config(&path, 10), dropped, BATCH_INTERVAL).unwrap();
         log.send(AuditLine::sample(7));
         let start = Instant::now();
         assert!(!log.close_within(Duration::from_millis(200)));

@@ -21,7 +21,6 @@ use bytes::Bytes;
 use futures_util::future::MapOk;
 use futures_util::stream::BoxStream;
 use futures_util::TryFutureExt;
-
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;

@@ -45,11 +45,12 @@ pub struct Upstream {
     pub model_map: HashMap<String, String>,
     /// Timeouts of calls to it.
     pub timeouts: TimeoutsConfig,
-    /// USD per 1M tokens by model (`*` = default).
-    pub pricing: HashMap<String, PriceConfig>,
-    /// `pricing["*"]`, kept apart: a finished request prices its serving and
-    /// its primary upstream, and with only a default price that is no hash
-    /// of the model name at all.
+    /// USD per 1M tokens by model name (the config's `pricing` without `*`).
+    /// Kept apart from the default: a finished request prices its serving
+    /// and its primary upstream, and an empty map answers without hashing
+    /// the model name.
+    pricing: HashMap<String, PriceConfig>,
+    /// `pricing["*"]`: the price of every other model.
     price_default: Option<PriceConfig>,
 }
 
@@ -169,7 +170,10 @@ impl Upstream {
             auth,
             model_map: cfg.model_map.clone().into_iter().collect(),
             timeouts: cfg.timeouts.clone(),
-            pricing: cfg.pricing.clone().into_iter().collect(),
+            pricing: (cfg.pricing.iter())
+                .filter(|(model, _)| *model != "*")
+                .map(|(model, price)| (model.clone(), *price))
+                .collect(),
             price_default: cfg.pricing.get("*").copied(),
         })
     }
@@ -241,10 +245,6 @@ impl Upstream {
 
     /// Price of a model here (exact name, else `*`).
     pub fn price(&self, model: &str) -> Option<PriceConfig> {
-        let named = self.pricing.len() - usize::from(self.price_default.is_some());
-        if named == 0 {
-            return self.price_default;
-        }
         self.pricing.get(model).copied().or(self.price_default)
     }
 }
@@ -372,6 +372,28 @@ fn hop_listed(named: Option<&str>, k: &HeaderName) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn priced(pricing: &str) -> Upstream {
+        let yaml = format!("{{name: a, base_url: 'http://127.0.0.1:1/v1', pricing: {pricing}}}");
+        let cfg: UpstreamConfig = serde_yaml::from_str(&yaml).unwrap();
+        let ends = [("a".to_owned(), "http://127.0.0.1:1/v1".to_owned())];
+        Upstream::new(&cfg, &ends, None).unwrap()
+    }
+
+    #[test]
+    fn a_model_is_priced_by_name_else_by_the_default() {
+        let p = |input| Some(PriceConfig { input, output: 1.0 });
+        let both = priced("{'*': {input: 2, output: 1}, m1: {input: 3, output: 1}}");
+        assert_eq!(both.price("m1"), p(3.0));
+        assert_eq!(both.price("other"), p(2.0));
+        assert_eq!(both.price("*"), p(2.0));
+        let default_only = priced("{'*': {input: 2, output: 1}}");
+        assert_eq!(default_only.price("m1"), p(2.0));
+        let named_only = priced("{m1: {input: 3, output: 1}}");
+        assert_eq!(named_only.price("m1"), p(3.0));
+        assert_eq!(named_only.price("other"), None);
+        assert_eq!(priced("{}").price("m1"), None);
+    }
 
     #[test]
     fn credentials_never_forwarded() {
